@@ -1,0 +1,1 @@
+"""SMS webhook gateway: VoIPBIN-compatible Message API between SMS carriers and customers."""

@@ -1,0 +1,280 @@
+"""The HTTP surface: routes, thin endpoints, lifespan, error -> HTTP map (only Starlette user)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import netguard, openapi, signing
+from gateway.carriers.base import CallbackRequest, MalformedCallback
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.errors import (
+    ApiError,
+    InvalidArgument,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    StoreError,
+    Unauthenticated,
+    Unavailable,
+)
+from gateway.messages import parse_page_size, parse_send_request
+from gateway.models import ErrorBody, ErrorEnvelope
+from gateway.runtime import Gateway
+
+log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def json_response(value: Any, status_code: int = 200) -> Response:
+    return Response(_encoder.encode(value), status_code, media_type="application/json")
+
+
+def error_response(error: ApiError) -> Response:
+    request_id = f"req_{uuid.uuid4().hex}"
+    body = ErrorEnvelope(ErrorBody(error.status, error.reason, error.message, request_id))
+    response = json_response(body, error.http_status)
+    response.headers["x-request-id"] = request_id
+    return response
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refusing more than max_body_bytes without reading it all."""
+    limit = _gateway(request).config.server.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
+    return bytes(body)
+
+
+async def authenticate(request: Request) -> str:
+    token = request.query_params.get("token")
+    authorization = request.headers.get("authorization")
+    if not token and authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise Unauthenticated("INVALID_CREDENTIALS", "Authorization must be 'Bearer <token>'")
+        token = credentials.strip()
+    token = token or request.cookies.get("token")
+    access_key = request.query_params.get("accesskey")
+    return await _gateway(request).auth.customer_for(token, access_key)
+
+
+# Customer API --------------------------------------------------------------------------------
+
+
+async def send_message(request: Request) -> Response:
+    gateway = _gateway(request)
+    customer_id = await authenticate(request)
+    send_request, body_hash = parse_send_request(await read_body(request))
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidArgument(
+            "INVALID_ARGUMENT",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+        )
+    message = await gateway.messages.send(customer_id, send_request, body_hash, key)
+    gateway.metrics.messages_sent.inc()
+    return json_response(message)
+
+
+async def list_messages(request: Request) -> Response:
+    customer_id = await authenticate(request)
+    page_size = parse_page_size(request.query_params.get("page_size"))
+    token = request.query_params.get("page_token", "")
+    page = await _gateway(request).messages.list(customer_id, page_size, token)
+    return json_response(page)
+
+
+async def get_message(request: Request) -> Response:
+    customer_id = await authenticate(request)
+    message = await _gateway(request).messages.get(customer_id, request.path_params["id"])
+    return json_response(message)
+
+
+async def delete_message(request: Request) -> Response:
+    customer_id = await authenticate(request)
+    message = await _gateway(request).messages.delete(customer_id, request.path_params["id"])
+    return json_response(message)
+
+
+# Carriers -------------------------------------------------------------------------------------
+
+
+async def carrier_hook(request: Request) -> Response:
+    gateway = _gateway(request)
+    name = request.path_params["carrier"]
+    carrier = gateway.carriers.get(name)
+    if carrier is None:
+        raise NotFound("CARRIER_NOT_FOUND", f"no configured carrier '{name}'")
+    started_s = time.perf_counter()
+    callback_request = CallbackRequest(
+        method=request.method,
+        url=_public_url(gateway, request),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=dict(request.query_params),
+        body=await read_body(request),
+    )
+    try:
+        carrier.verify(callback_request, gateway.clock.now().timestamp())
+    except signing.InvalidSignature as exc:
+        gateway.metrics.callbacks.labels(name, "forged").inc()
+        raise PermissionDenied("INVALID_SIGNATURE", f"callback rejected: {exc}") from exc
+    try:
+        callback = carrier.parse(callback_request)
+    except MalformedCallback as exc:
+        raise InvalidArgument("INVALID_CALLBACK", str(exc)) from exc
+    outcome = await gateway.tracker.accept_callback(name, callback)
+    gateway.metrics.callbacks.labels(name, outcome.value).inc()
+    gateway.metrics.callback_seconds.labels(name).observe(time.perf_counter() - started_s)
+    ack = carrier.ack
+    return Response(ack.body, ack.status_code, media_type=ack.content_type)
+
+
+def _public_url(gateway: Gateway, request: Request) -> str:
+    """The URL the carrier called, as it signed it: public_url + path + query."""
+    url = gateway.config.server.public_url.rstrip("/") + request.url.path
+    return f"{url}?{request.url.query}" if request.url.query else url
+
+
+async def sandbox_submit(request: Request) -> Response:
+    """The sandbox's simulated carrier API (what a real carrier's REST API would be)."""
+    simulator = _gateway(request).simulator
+    if simulator is None:
+        raise NotFound("NOT_FOUND", "the sandbox carrier is not configured")
+    if not simulator.authorised(request.headers.get("authorization", "")):
+        raise Unauthenticated("INVALID_CREDENTIALS", "sandbox API key is wrong")
+    try:
+        accepted = simulator.accept(await read_body(request))
+    except msgspec.DecodeError as exc:
+        raise InvalidArgument("INVALID_ARGUMENT", f"invalid sandbox submission: {exc}") from exc
+    return json_response(accepted)
+
+
+# Operations -----------------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gateway = _gateway(request)
+    try:
+        await gateway.store.ping()
+    except StoreError as exc:
+        raise Unavailable("DATABASE_UNAVAILABLE", f"the database does not answer: {exc}") from exc
+    stopped = gateway.stopped_workers()
+    if stopped:
+        raise Unavailable("WORKER_STOPPED", f"background workers not running: {', '.join(stopped)}")
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    gateway = _gateway(request)
+    body = gateway.metrics.render(await gateway.store.count_backlog())
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def openapi_spec(request: Request) -> Response:
+    return Response(openapi.spec_json(), media_type="application/json")
+
+
+# Errors ---------------------------------------------------------------------------------------
+
+
+async def on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(
+            MethodNotAllowed("METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
+        )
+    if exc.status_code == 404:
+        return error_response(NotFound("NOT_FOUND", f"no such path: {request.url.path}"))
+    return error_response(InvalidArgument("INVALID_ARGUMENT", str(exc.detail)))
+
+
+async def on_store_error(request: Request, exc: Exception) -> Response:
+    log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry"))
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    response = error_response(ApiError("INTERNAL", "internal error; it has been logged"))
+    log.exception("unexpected error, request_id=%s", response.headers["x-request-id"])
+    return response
+
+
+ROUTES = [
+    Route("/v1.0/messages", send_message, methods=["POST"]),
+    Route("/v1.0/messages", list_messages, methods=["GET"]),
+    Route("/v1.0/messages/{id}", get_message, methods=["GET"]),
+    Route("/v1.0/messages/{id}", delete_message, methods=["DELETE"]),
+    Route("/hooks/{carrier}", carrier_hook, methods=["POST", "GET"]),
+    Route("/sandbox/v1/messages", sandbox_submit, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi_spec, methods=["GET"]),
+]
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    resolver: netguard.Resolver = netguard.system_resolver,
+    run_workers: bool = True,
+) -> Starlette:
+    """The ASGI app; the gateway opens at start-up and closes at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway = await Gateway.open(config, clock=clock, resolver=resolver)
+        app.state.gateway = gateway
+        if run_workers:
+            gateway.start_workers()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: on_api_error,
+            HTTPException: on_http_exception,
+            StoreError: on_store_error,
+            Exception: on_unexpected,
+        },
+    )

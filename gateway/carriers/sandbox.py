@@ -1,0 +1,226 @@
+"""The built-in sandbox carrier: the adapter, plus the simulated carrier API it talks to.
+
+Wire format (documented in the README):
+- Submit: `POST {base_url}/sandbox/v1/messages`, `Authorization: Bearer <secret>`, JSON
+  `{"from", "to", "text", "status_callback", "reference"}` -> 200 `{"id", "status", "parts"}`.
+- Callbacks to `/hooks/sandbox`: JSON tagged by `event` (`inbound` or `status`), signed with
+  `X-Sandbox-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`, 300 s tolerance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hmac
+import logging
+import uuid
+from collections.abc import Coroutine
+from typing import Any, Literal
+
+import httpx
+import msgspec
+
+from gateway import segments, signing
+from gateway.carriers.base import (
+    Ack,
+    Callback,
+    CallbackRequest,
+    DeliveryReport,
+    InboundSms,
+    MalformedCallback,
+    SendResult,
+    Submission,
+)
+from gateway.clock import Clock
+from gateway.config import SandboxConfig
+from gateway.errors import CarrierPermanentError, CarrierTransientError
+from gateway.models import TargetStatus
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "x-sandbox-signature"
+SUBMIT_PATH = "/sandbox/v1/messages"
+
+
+class InboundEvent(msgspec.Struct, frozen=True, tag="inbound", tag_field="event"):
+    id: str
+    from_: str = msgspec.field(name="from")
+    to: str = ""
+    text: str = ""
+
+
+class StatusEvent(msgspec.Struct, frozen=True, tag="status", tag_field="event"):
+    id: str
+    message_id: str
+    status: Literal["delivered", "failed"]
+    error_code: str = ""
+    parts: int | None = None
+
+
+class SubmitRequest(msgspec.Struct, frozen=True):
+    from_: str = msgspec.field(name="from")
+    to: str = ""
+    text: str = ""
+    status_callback: str = ""
+    reference: str = ""
+
+
+class SubmitResponse(msgspec.Struct, frozen=True):
+    id: str
+    status: str
+    parts: int
+
+
+_callback_decoder = msgspec.json.Decoder(InboundEvent | StatusEvent)
+_submit_decoder = msgspec.json.Decoder(SubmitRequest)
+_submit_response_decoder = msgspec.json.Decoder(SubmitResponse)
+_encoder = msgspec.json.Encoder()
+
+
+def signed_callback(
+    secret: str, event: InboundEvent | StatusEvent, now_s: float
+) -> tuple[bytes, str]:
+    """The body and X-Sandbox-Signature value for one callback."""
+    body = _encoder.encode(event)
+    return body, signing.sign_sandbox(secret, int(now_s), body)
+
+
+class SandboxCarrier:
+    """The adapter the gateway uses, exactly as it would use a real carrier's."""
+
+    name = "sandbox"
+    ack = Ack()
+
+    def __init__(self, config: SandboxConfig, base_url: str, http: httpx.AsyncClient) -> None:
+        self._secret = config.secret
+        self._submit_url = base_url.rstrip("/") + SUBMIT_PATH
+        self._http = http
+
+    def verify(self, request: CallbackRequest, now_s: float) -> None:
+        header = request.headers.get(SIGNATURE_HEADER)
+        if header is None:
+            raise signing.InvalidSignature("X-Sandbox-Signature is missing")
+        signing.verify_sandbox(self._secret, header, request.body, now_s)
+
+    def parse(self, request: CallbackRequest) -> Callback:
+        try:
+            event = _callback_decoder.decode(request.body)
+        except msgspec.DecodeError as exc:
+            raise MalformedCallback(f"not a sandbox callback: {exc}") from exc
+        if isinstance(event, InboundEvent):
+            sms = InboundSms(event.id, event.from_, event.to, event.text)
+            return Callback(idempotency_key=event.id, event=sms)
+        report = DeliveryReport(
+            carrier_message_id=event.message_id,
+            status=TargetStatus(event.status),
+            carrier_status=event.status,
+            error_code=event.error_code,
+            parts=event.parts,
+        )
+        return Callback(idempotency_key=event.id, event=report)
+
+    async def send(self, submission: Submission, timeout_s: float) -> SendResult:
+        payload = SubmitRequest(
+            from_=submission.source,
+            to=submission.destination,
+            text=submission.text,
+            status_callback=submission.status_callback_url,
+            reference=submission.reference,
+        )
+        try:
+            response = await self._http.post(
+                self._submit_url,
+                content=_encoder.encode(payload),
+                headers={
+                    "authorization": f"Bearer {self._secret}",
+                    "content-type": "application/json",
+                },
+                timeout=timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise CarrierTransientError(f"sandbox unreachable: {type(exc).__name__}") from exc
+        return _read_submit_response(response)
+
+
+def _read_submit_response(response: httpx.Response) -> SendResult:
+    if response.status_code == 429 or response.status_code >= 500:
+        raise CarrierTransientError(f"sandbox answered {response.status_code}")
+    if response.status_code != 200:
+        raise CarrierPermanentError(
+            f"sandbox refused the message ({response.status_code})",
+            error_code=str(response.status_code),
+        )
+    try:
+        accepted = _submit_response_decoder.decode(response.content)
+    except msgspec.DecodeError as exc:
+        raise CarrierTransientError("sandbox answered an unreadable body") from exc
+    return SendResult(accepted.id, parts=accepted.parts, carrier_status=accepted.status)
+
+
+class SandboxSimulator:
+    """The simulated remote carrier: accepts submissions, later POSTs signed delivery reports."""
+
+    def __init__(self, config: SandboxConfig, http: httpx.AsyncClient, clock: Clock) -> None:
+        self._config = config
+        self._http = http
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def authorised(self, authorization: str) -> bool:
+        expected = f"Bearer {self._config.secret}".encode()
+        return hmac.compare_digest(authorization.encode(), expected)
+
+    def accept(self, body: bytes) -> SubmitResponse:
+        """Take a submission (raises msgspec.DecodeError on a bad one) and schedule its report."""
+        submission = _submit_decoder.decode(body)
+        carrier_message_id = f"sbx_{uuid.uuid4().hex}"
+        report = StatusEvent(
+            id=f"sbx_dlr_{uuid.uuid4().hex}",
+            message_id=carrier_message_id,
+            status="delivered",
+            parts=segments.count_parts(submission.text),
+        )
+        if self._fails(submission.to):
+            report = msgspec.structs.replace(
+                report, status="failed", error_code=self._config.fail_error_code
+            )
+        if submission.status_callback:
+            self._spawn(self._report_later(submission.status_callback, report))
+        return SubmitResponse(carrier_message_id, "accepted", report.parts or 1)
+
+    def _fails(self, destination: str) -> bool:
+        return any(
+            fnmatch.fnmatchcase(destination, rule) for rule in self._config.fail_destinations
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _report_later(self, url: str, report: StatusEvent) -> None:
+        await asyncio.sleep(self._config.dlr_delay_s)
+        # Like real carriers, retry a report the gateway did not take, a few times.
+        for delay_s in (0.0, 1.0, 5.0):
+            await asyncio.sleep(delay_s)
+            body, signature = signed_callback(
+                self._config.secret, report, self._clock.now().timestamp()
+            )
+            try:
+                response = await self._http.post(
+                    url,
+                    content=body,
+                    timeout=10.0,
+                    headers={SIGNATURE_HEADER: signature, "content-type": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                log.warning("sandbox report to %s failed: %s", url, type(exc).__name__)
+                continue
+            if response.is_success:
+                return
+        log.warning("sandbox gave up reporting %s", report.message_id)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,125 @@
+"""Configuration: one TOML file parsed once into frozen Structs; "env:NAME" reads a secret."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config.toml")
+
+
+class Secret(str):
+    """A string that never shows itself in repr, logs or error messages."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = 65536
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    path: str = "var/gateway.db"
+
+
+class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    jwt_secret: str = ""
+    default_token_ttl_hours: float = 24.0
+
+
+class WebhooksConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    timeout_s: float = 15.0
+    retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    allowed_networks: tuple[str, ...] = ()
+    concurrency: int = 16
+    poll_interval_s: float = 1.0
+
+
+class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    send_deadline_s: float = 60.0
+    attempt_timeout_s: float = 10.0
+    retry_delays_s: tuple[float, ...] = (1, 2, 5, 10, 20)
+    concurrency: int = 16
+    poll_interval_s: float = 1.0
+
+
+class SandboxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    secret: str = ""
+    base_url: str = ""
+    dlr_delay_s: float = 1.0
+    fail_destinations: tuple[str, ...] = ("+15005550001",)
+    fail_error_code: str = "30003"
+
+
+class CarriersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    sandbox: SandboxConfig | None = None
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    auth: AuthConfig = AuthConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    dispatch: DispatchConfig = DispatchConfig()
+    carriers: CarriersConfig = CarriersConfig()
+
+    @property
+    def sandbox_base_url(self) -> str:
+        """Where the sandbox's simulated carrier API listens: this gateway, unless overridden."""
+        sandbox = self.carriers.sandbox
+        url = sandbox.base_url if sandbox and sandbox.base_url else self.server.public_url
+        return url.rstrip("/")
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (or config.toml in the working folder, else built-in defaults)."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            return Config()
+        path = DEFAULT_CONFIG_PATH
+    try:
+        raw = msgspec.toml.decode(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return config_from_mapping(raw, environ, source=str(path))
+
+
+def config_from_mapping(
+    raw: Any, environ: Mapping[str, str] | None = None, *, source: str = "config"
+) -> Config:
+    environ = os.environ if environ is None else environ
+    resolved = _resolve_env(raw, environ, key="")
+    try:
+        return msgspec.convert(resolved, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _resolve_env(value: Any, environ: Mapping[str, str], key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, environ, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, environ, key) for v in value]
+    if isinstance(value, str) and value.startswith("env:"):
+        name = value[4:]
+        if name not in environ:
+            raise ConfigError(
+                f"config key '{key}' reads environment variable {name}, which is not set"
+            )
+        return Secret(environ[name])
+    return value

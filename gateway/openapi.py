@@ -1,0 +1,185 @@
+"""The OpenAPI 3.1 description of every endpoint; schemas come from the msgspec Structs."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+
+from gateway.messages import SendRequest
+from gateway.models import ErrorEnvelope, MessagePage, WebhookEvent
+
+_REF = "#/components/schemas/{name}"
+
+_AUTH: list[dict[str, list[str]]] = [
+    {"token": []},
+    {"bearer": []},
+    {"cookie": []},
+    {"accesskey": []},
+]
+
+_ERRORS = {
+    "400": "INVALID_ARGUMENT: INVALID_JSON_BODY, INVALID_ARGUMENT, INVALID_ID, "
+    "INVALID_REQUEST_PARAMETER, SOURCE_NOT_OWNED, CARRIER_NOT_CONFIGURED",
+    "401": "UNAUTHENTICATED: AUTHENTICATION_REQUIRED, INVALID_CREDENTIALS",
+    "404": "NOT_FOUND: MESSAGE_NOT_FOUND, NOT_FOUND",
+    "409": "ALREADY_EXISTS: IDEMPOTENCY_KEY_REUSED",
+    "413": "INVALID_ARGUMENT: BODY_TOO_LARGE",
+    "503": "UNAVAILABLE: DATABASE_UNAVAILABLE",
+}
+
+
+def _json(schema_name: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(name=schema_name)}}},
+    }
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: _json("ErrorEnvelope", _ERRORS[code]) for code in codes}
+
+
+def _param(name: str, where: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": where, "description": description, "schema": schema}
+
+
+_ID = _param("id", "path", "Message id (UUID)", {"type": "string", "format": "uuid"})
+
+_PATHS: dict[str, Any] = {
+    "/v1.0/messages": {
+        "post": {
+            "summary": "Send an SMS to one or more destinations",
+            "description": "Every target starts `queued`; the carrier of the source number is "
+            "called after the answer. An `Idempotency-Key` header makes the send safe to retry.",
+            "security": _AUTH,
+            "parameters": [
+                _param(
+                    "Idempotency-Key",
+                    "header",
+                    "Same key + same body returns the first message; another body is 409",
+                    {"type": "string", "maxLength": 255},
+                ),
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": _REF.format(name="SendRequest")}}
+                },
+            },
+            "responses": {
+                "200": _json("Message", "The created message"),
+                **_errors("400", "401", "409", "413", "503"),
+            },
+        },
+        "get": {
+            "summary": "List the caller's messages, newest first",
+            "security": _AUTH,
+            "parameters": [
+                _param(
+                    "page_size",
+                    "query",
+                    "1-100, default 10; above 100 is treated as 100",
+                    {"type": "integer", "minimum": 1},
+                ),
+                _param(
+                    "page_token",
+                    "query",
+                    "next_page_token of the previous page, or a "
+                    "tm_create time: lists messages created before it",
+                    {"type": "string"},
+                ),
+            ],
+            "responses": {"200": _json("MessagePage", "One page"), **_errors("400", "401", "503")},
+        },
+    },
+    "/v1.0/messages/{id}": {
+        "get": {
+            "summary": "Get one message",
+            "security": _AUTH,
+            "parameters": [_ID],
+            "responses": {
+                "200": _json("Message", "The message"),
+                **_errors("400", "401", "404", "503"),
+            },
+        },
+        "delete": {
+            "summary": "Delete a message (soft: tm_delete is set; carrier reports still apply)",
+            "security": _AUTH,
+            "parameters": [_ID],
+            "responses": {
+                "200": _json("Message", "The deleted message"),
+                **_errors("400", "401", "404", "503"),
+            },
+        },
+    },
+    "/hooks/{carrier}": {
+        "post": {
+            "summary": "Carrier callback: inbound SMS or delivery report",
+            "description": "Verified with the carrier's own signature scheme and stored before the "
+            "2xx answer. Sandbox: JSON tagged by `event` (`inbound` | `status`), signed with "
+            '`X-Sandbox-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`.',
+            "parameters": [_param("carrier", "path", "sandbox", {"type": "string"})],
+            "responses": {
+                "200": {"description": "Stored (or a recognised duplicate)"},
+                "403": _json("ErrorEnvelope", "PERMISSION_DENIED: INVALID_SIGNATURE"),
+                "404": _json("ErrorEnvelope", "NOT_FOUND: CARRIER_NOT_FOUND"),
+                **_errors("400", "413", "503"),
+            },
+        },
+    },
+    "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Serving"}}}},
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: database answers and workers run",
+            "responses": {
+                "200": {"description": "Ready"},
+                "503": _json("ErrorEnvelope", "DATABASE_UNAVAILABLE or WORKER_STOPPED"),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {"description": "Text exposition format", "content": {"text/plain": {}}}
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+    },
+}
+
+
+@functools.cache
+def spec() -> dict[str, Any]:
+    (_, _, _, _), components = msgspec.json.schema_components(
+        [MessagePage, SendRequest, ErrorEnvelope, WebhookEvent], ref_template=_REF
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "SMS webhook gateway",
+            "version": "0.1.0",
+            "description": "VoIPBIN-compatible Message API. Customer webhooks carry "
+            "`WebhookEvent` bodies signed with X-VoIPBIN-Signature and Standard Webhooks headers. "
+            "Target extra fields (beyond VoIPBIN): `carrier`, `carrier_status`, `error_code`.",
+        },
+        "paths": _PATHS,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "token": {"type": "apiKey", "in": "query", "name": "token"},
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "token"},
+                "accesskey": {"type": "apiKey", "in": "query", "name": "accesskey"},
+            },
+        },
+    }
+
+
+@functools.cache
+def spec_json() -> bytes:
+    return msgspec.json.encode(spec())

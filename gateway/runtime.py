@@ -1,0 +1,117 @@
+"""Assembles a running gateway from its config: store, carriers, services and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Self
+
+import httpx
+
+from gateway import netguard
+from gateway.auth import Authenticator
+from gateway.carriers.base import Carrier
+from gateway.carriers.sandbox import SandboxCarrier, SandboxSimulator
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config
+from gateway.dispatch import Dispatcher
+from gateway.messages import MessageService
+from gateway.metrics import Metrics
+from gateway.store import Store
+from gateway.tracking import Tracker
+from gateway.webhooks import WebhookDeliverer
+from gateway.workers import Wakeup, run_forever
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Everything one gateway process runs; `app.py` serves it over HTTP."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        resolver: netguard.Resolver,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.metrics = Metrics()
+        self.carrier_http = httpx.AsyncClient(follow_redirects=False)
+        self.webhook_http = httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=config.webhooks.concurrency * 2),
+        )
+        self.dispatch_wakeup = Wakeup()
+        self.webhook_wakeup = Wakeup()
+        self.carriers: dict[str, Carrier] = {}
+        self.simulator: SandboxSimulator | None = None
+        self._add_sandbox()
+        self.tracker = Tracker(store, clock, self._changed)
+        self.messages = MessageService(store, clock, config, self.carriers, self._changed)
+        self.auth = Authenticator(store, config.auth.jwt_secret, clock)
+        self.dispatcher = Dispatcher(
+            store, self.tracker, self.carriers, clock, config.dispatch, config.server.public_url
+        )
+        self.deliverer = WebhookDeliverer(
+            store, clock, config.webhooks, self.webhook_http, resolver
+        )
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def _add_sandbox(self) -> None:
+        sandbox = self.config.carriers.sandbox
+        if sandbox is None or not sandbox.secret:
+            return
+        self.carriers["sandbox"] = SandboxCarrier(
+            sandbox, self.config.sandbox_base_url, self.carrier_http
+        )
+        self.simulator = SandboxSimulator(sandbox, self.carrier_http, self.clock)
+
+    @classmethod
+    async def open(
+        cls,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        resolver: netguard.Resolver = netguard.system_resolver,
+    ) -> Self:
+        store = await Store.open(config.database.path)
+        return cls(config, store, clock or SystemClock(), resolver)
+
+    def _changed(self) -> None:
+        self.dispatch_wakeup.notify()
+        self.webhook_wakeup.notify()
+
+    def start_workers(self) -> None:
+        self._tasks["dispatch"] = asyncio.create_task(
+            run_forever(
+                "dispatch",
+                self.dispatcher.run_once,
+                self.dispatch_wakeup,
+                self.config.dispatch.poll_interval_s,
+            )
+        )
+        self._tasks["webhooks"] = asyncio.create_task(
+            run_forever(
+                "webhooks",
+                self.deliverer.run_once,
+                self.webhook_wakeup,
+                self.config.webhooks.poll_interval_s,
+            )
+        )
+
+    def stopped_workers(self) -> list[str]:
+        """Names of workers that should run but do not (crashed)."""
+        return [name for name, task in self._tasks.items() if task.done()]
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self.simulator is not None:
+            await self.simulator.close()
+        await self.carrier_http.aclose()
+        await self.webhook_http.aclose()
+        await self.store.close()

@@ -1,0 +1,124 @@
+"""The SQLite schema as numbered migrations; each is applied once, in order, at start-up."""
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE customers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        webhook_uri TEXT NOT NULL DEFAULT '',
+        webhook_method TEXT NOT NULL DEFAULT 'POST',
+        webhook_secret TEXT NOT NULL,
+        tm_create TEXT NOT NULL
+    );
+    CREATE TABLE numbers (
+        number TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL REFERENCES customers (id),
+        carrier TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        tm_create TEXT NOT NULL
+    );
+    CREATE TABLE access_keys (
+        key_hash TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL REFERENCES customers (id),
+        tm_create TEXT NOT NULL
+    );
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        source TEXT NOT NULL,
+        text TEXT NOT NULL,
+        tm_create TEXT NOT NULL,
+        tm_update TEXT NOT NULL,
+        tm_delete TEXT NOT NULL
+    );
+    CREATE INDEX messages_page ON messages (customer_id, tm_delete, tm_create, id);
+    CREATE TABLE targets (
+        message_id TEXT NOT NULL REFERENCES messages (id),
+        idx INTEGER NOT NULL,
+        destination TEXT NOT NULL,
+        status TEXT NOT NULL,
+        parts INTEGER NOT NULL,
+        tm_update TEXT NOT NULL,
+        carrier TEXT NOT NULL DEFAULT '',
+        carrier_status TEXT NOT NULL DEFAULT '',
+        error_code TEXT NOT NULL DEFAULT '',
+        carrier_message_id TEXT NOT NULL DEFAULT '',
+        next_send_at TEXT,
+        send_deadline_at TEXT,
+        send_attempts INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (message_id, idx)
+    );
+    CREATE INDEX targets_send_due ON targets (next_send_at) WHERE next_send_at IS NOT NULL;
+    CREATE TABLE carrier_refs (
+        carrier TEXT NOT NULL,
+        carrier_message_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        PRIMARY KEY (carrier, carrier_message_id)
+    );
+    CREATE TABLE processed_callbacks (
+        carrier TEXT NOT NULL,
+        key TEXT NOT NULL,
+        tm_create TEXT NOT NULL,
+        PRIMARY KEY (carrier, key)
+    );
+    CREATE TABLE pending_reports (
+        carrier TEXT NOT NULL,
+        carrier_message_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        carrier_status TEXT NOT NULL,
+        error_code TEXT NOT NULL,
+        parts INTEGER NOT NULL,
+        tm_create TEXT NOT NULL
+    );
+    CREATE INDEX pending_reports_ref ON pending_reports (carrier, carrier_message_id);
+    CREATE TABLE unrouted_inbound (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        carrier TEXT NOT NULL,
+        carrier_message_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        text TEXT NOT NULL,
+        tm_create TEXT NOT NULL
+    );
+    CREATE TABLE idempotency_keys (
+        customer_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        tm_create TEXT NOT NULL,
+        PRIMARY KEY (customer_id, key)
+    );
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        customer_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        trigger TEXT NOT NULL DEFAULT 'scheduled',
+        tm_create TEXT NOT NULL,
+        tm_update TEXT NOT NULL,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE INDEX outbox_message ON outbox (message_id, state, seq);
+    CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        outbox_seq INTEGER NOT NULL REFERENCES outbox (seq),
+        attempt_number INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        tm_attempt TEXT NOT NULL,
+        url TEXT NOT NULL,
+        status_code INTEGER NOT NULL,
+        duration_ms REAL NOT NULL,
+        error TEXT NOT NULL,
+        response_excerpt TEXT NOT NULL
+    );
+    CREATE INDEX webhook_attempts_event ON webhook_attempts (outbox_seq)
+    """,
+)
