@@ -144,6 +144,13 @@ class GatewayServer(ServedApp):
         )
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    """Poll an end-to-end condition with a deadline (only where a real server does the work)."""
+    async with asyncio.timeout(timeout_s):
+        while not await check():  # noqa: ASYNC110 - the work happens in another task or process
+            await asyncio.sleep(0.02)
+
+
 ServerFactory = Callable[..., Awaitable[GatewayServer]]
 
 
