@@ -63,8 +63,37 @@ class SandboxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fail_error_code: str = "30003"
 
 
+class TwilioConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    account_sid: str = ""
+    auth_token: str = ""
+    base_url: str = "https://api.twilio.com"
+
+
+class TelnyxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    api_key: str = ""
+    public_key: str = ""
+    base_url: str = "https://api.telnyx.com"
+
+
+class VonageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    api_key: str = ""
+    api_secret: str = ""
+    signature_secret: str = ""
+    signature_method: str = "md5hash"
+    base_url: str = "https://rest.nexmo.com"
+
+
 class CarriersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sandbox: SandboxConfig | None = None
+    # Accepted so contract-shaped configs load; their adapters arrive with the carrier step.
+    twilio: TwilioConfig | None = None
+    telnyx: TelnyxConfig | None = None
+    vonage: VonageConfig | None = None
+
+    def awaiting_adapters(self) -> list[str]:
+        """Configured carriers this version cannot talk to yet."""
+        sections = {"twilio": self.twilio, "telnyx": self.telnyx, "vonage": self.vonage}
+        return [name for name, section in sections.items() if section is not None]
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

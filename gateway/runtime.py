@@ -49,6 +49,10 @@ class Gateway:
         self.carriers: dict[str, Carrier] = {}
         self.simulator: SandboxSimulator | None = None
         self._add_sandbox()
+        for name in config.carriers.awaiting_adapters():
+            log.warning(
+                "[carriers.%s] is configured, but this version has no %s adapter", name, name
+            )
         self.tracker = Tracker(store, clock, self._changed)
         self.messages = MessageService(store, clock, config, self.carriers, self._changed)
         self.auth = Authenticator(store, config.auth.jwt_secret, clock)

@@ -37,5 +37,9 @@ async def run_forever(
         except StoreError as exc:
             log.warning("%s: database unavailable, retrying: %s", name, exc)
             done = 0
+        except Exception:
+            # A bug in one step must not stop deliveries for good: log it and try again later.
+            log.exception("%s: step failed, retrying", name)
+            done = 0
         if done == 0:
             await wakeup.wait(poll_interval_s)

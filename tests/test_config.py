@@ -69,3 +69,17 @@ def test_sandbox_base_url_defaults_to_public_url() -> None:
         {},
     )
     assert config.sandbox_base_url == "http://gw.example:9"
+
+
+def test_the_contracts_carrier_sections_load() -> None:
+    raw = {
+        "carriers": {
+            "twilio": {"account_sid": "AC1", "auth_token": "env:TW"},
+            "telnyx": {"api_key": "k", "public_key": "pk", "base_url": "http://127.0.0.1:1"},
+            "vonage": {"api_key": "k", "signature_method": "sha256"},
+        }
+    }
+    config = config_from_mapping(raw, {"TW": "token"})
+    assert config.carriers.twilio is not None
+    assert config.carriers.twilio.auth_token == "token"
+    assert config.carriers.awaiting_adapters() == ["twilio", "telnyx", "vonage"]
