@@ -262,7 +262,7 @@ def create_app(
         gateway = await Gateway.open(config, clock=clock, resolver=resolver)
         app.state.gateway = gateway
         if run_workers:
-            gateway.start_workers()
+            await gateway.start_workers()
         try:
             yield
         finally:

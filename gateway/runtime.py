@@ -88,7 +88,8 @@ class Gateway:
         self.dispatch_wakeup.notify()
         self.webhook_wakeup.notify()
 
-    def start_workers(self) -> None:
+    async def start_workers(self) -> None:
+        await self.store.release_leases()
         self._tasks["dispatch"] = asyncio.create_task(
             run_forever(
                 "dispatch",

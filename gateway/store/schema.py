@@ -47,6 +47,7 @@ MIGRATIONS: tuple[str, ...] = (
         next_send_at TEXT,
         send_deadline_at TEXT,
         send_attempts INTEGER NOT NULL DEFAULT 0,
+        lease_until TEXT,
         PRIMARY KEY (message_id, idx)
     );
     CREATE INDEX targets_send_due ON targets (next_send_at) WHERE next_send_at IS NOT NULL;
@@ -101,6 +102,7 @@ MIGRATIONS: tuple[str, ...] = (
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at TEXT NOT NULL,
         trigger TEXT NOT NULL DEFAULT 'scheduled',
+        lease_until TEXT,
         tm_create TEXT NOT NULL,
         tm_update TEXT NOT NULL,
         last_error TEXT NOT NULL DEFAULT ''

@@ -154,6 +154,13 @@ class Store:
         async with self._lock:
             yield Tx(self._conn)
 
+    async def release_leases(self) -> None:
+        """Free the work a crashed process held. One gateway process serves a SQLite file, so
+        every lease found at start-up belongs to a process that is gone."""
+        async with self.transaction() as tx:
+            await tx.execute("UPDATE targets SET lease_until = NULL WHERE lease_until IS NOT NULL")
+            await tx.execute("UPDATE outbox SET lease_until = NULL WHERE lease_until IS NOT NULL")
+
     async def ping(self) -> None:
         async with self.reading() as tx:
             await tx.one("SELECT 1 AS ok")
@@ -241,16 +248,17 @@ class Store:
     # Outbound dispatch -----------------------------------------------------------------------
 
     async def claim_due_targets(self, now: str, lease_until: str, limit: int) -> list[DispatchJob]:
-        """Queued targets whose time has come; pushing next_send_at out is the lease."""
+        """Queued targets whose time has come and that no live worker holds; leases them."""
         async with self.transaction() as tx:
             rows = await tx.all(
                 "SELECT t.message_id, t.idx, t.carrier, t.destination, t.send_deadline_at, "
                 "t.send_attempts, m.source, m.text FROM targets t JOIN messages m "
-                "ON m.id = t.message_id WHERE t.next_send_at <= ? ORDER BY t.next_send_at LIMIT ?",
-                (now, limit),
+                "ON m.id = t.message_id WHERE t.next_send_at <= ? "
+                "AND (t.lease_until IS NULL OR t.lease_until <= ?) ORDER BY t.next_send_at LIMIT ?",
+                (now, now, limit),
             )
             await tx.executemany(
-                "UPDATE targets SET next_send_at = ? WHERE message_id = ? AND idx = ?",
+                "UPDATE targets SET lease_until = ? WHERE message_id = ? AND idx = ?",
                 [(lease_until, row["message_id"], row["idx"]) for row in rows],
             )
         return [_dispatch_job(row) for row in rows]
@@ -262,12 +270,13 @@ class Store:
         async with self.transaction() as tx:
             rows = await tx.all(
                 "SELECT o.* FROM outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= ? "
+                "AND (o.lease_until IS NULL OR o.lease_until <= ?) "
                 "AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.message_id = o.message_id "
                 "AND p.state = 'pending') ORDER BY o.next_attempt_at, o.seq LIMIT ?",
-                (now, limit),
+                (now, now, limit),
             )
             await tx.executemany(
-                "UPDATE outbox SET next_attempt_at = ? WHERE seq = ?",
+                "UPDATE outbox SET lease_until = ? WHERE seq = ?",
                 [(lease_until, row["seq"]) for row in rows],
             )
         return [_outbox_event(row) for row in rows]
@@ -295,7 +304,7 @@ class Store:
             )
             await tx.execute(
                 "UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt_at = ?, "
-                "last_error = ?, tm_update = ? WHERE seq = ?",
+                "lease_until = NULL, last_error = ?, tm_update = ? WHERE seq = ?",
                 (
                     state,
                     next_attempt_at or NEVER,
@@ -467,7 +476,7 @@ class Tx:
             "error_code = ?"
         )
         if dispatch_done:
-            sql += ", next_send_at = NULL"
+            sql += ", next_send_at = NULL, lease_until = NULL"
         await self.execute(
             sql + " WHERE message_id = ? AND idx = ?",
             (
@@ -486,13 +495,14 @@ class Tx:
 
     async def clear_dispatch(self, ref: TargetRef) -> None:
         await self.execute(
-            "UPDATE targets SET next_send_at = NULL WHERE message_id = ? AND idx = ?",
+            "UPDATE targets SET next_send_at = NULL, lease_until = NULL "
+            "WHERE message_id = ? AND idx = ?",
             (ref.message_id, ref.idx),
         )
 
     async def schedule_send(self, ref: TargetRef, next_send_at: str, attempts: int) -> None:
         await self.execute(
-            "UPDATE targets SET next_send_at = ?, send_attempts = ? "
+            "UPDATE targets SET next_send_at = ?, send_attempts = ?, lease_until = NULL "
             "WHERE message_id = ? AND idx = ?",
             (next_send_at, attempts, ref.message_id, ref.idx),
         )
