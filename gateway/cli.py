@@ -136,7 +136,9 @@ async def cmd_tokens_issue(config: Config, args: argparse.Namespace) -> None:
         await _require_customer(store, args.customer)
 
     await _with_store(config, work)
-    ttl_hours = args.ttl_hours or config.auth.default_token_ttl_hours
+    ttl_hours = config.auth.default_token_ttl_hours if args.ttl_hours is None else args.ttl_hours
+    if ttl_hours <= 0:
+        raise CommandError("--ttl-hours must be more than 0")
     sys.stdout.write(
         issue_token(config.auth.jwt_secret, args.customer, ttl_hours, SystemClock()) + "\n"
     )

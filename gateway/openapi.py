@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.carriers.sandbox import SubmitRequest, SubmitResponse
 from gateway.messages import SendRequest
 from gateway.models import ErrorEnvelope, MessagePage, WebhookEvent
 
@@ -46,6 +47,14 @@ def _param(name: str, where: str, description: str, schema: dict[str, Any]) -> d
 
 
 _ID = _param("id", "path", "Message id (UUID)", {"type": "string", "format": "uuid"})
+
+_CARRIER = _param("carrier", "path", "the carrier's name, e.g. sandbox", {"type": "string"})
+_HOOK_RESPONSES = {
+    "200": {"description": "Stored (or a recognised duplicate)"},
+    "403": _json("ErrorEnvelope", "PERMISSION_DENIED: INVALID_SIGNATURE"),
+    "404": _json("ErrorEnvelope", "NOT_FOUND: CARRIER_NOT_FOUND"),
+    **_errors("400", "413", "503"),
+}
 
 _PATHS: dict[str, Any] = {
     "/v1.0/messages": {
@@ -120,12 +129,35 @@ _PATHS: dict[str, Any] = {
             "description": "Verified with the carrier's own signature scheme and stored before the "
             "2xx answer. Sandbox: JSON tagged by `event` (`inbound` | `status`), signed with "
             '`X-Sandbox-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`.',
-            "parameters": [_param("carrier", "path", "sandbox", {"type": "string"})],
+            "parameters": [_CARRIER],
+            "responses": _HOOK_RESPONSES,
+        },
+        "get": {
+            "summary": "Carrier callback sent as a GET with query parameters",
+            "description": "For carriers that can be set to call with GET (e.g. Vonage); "
+            "verified and stored like the POST form.",
+            "parameters": [_CARRIER],
+            "responses": _HOOK_RESPONSES,
+        },
+    },
+    "/sandbox/v1/messages": {
+        "post": {
+            "summary": "The sandbox carrier's simulated carrier API (what the dispatcher calls)",
+            "description": "Takes one SMS and, `dlr_delay_s` later, POSTs a signed delivery "
+            "report to `status_callback`. Authenticated with `Authorization: Bearer <sandbox "
+            "secret>`. 404 when the sandbox is not configured.",
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": _REF.format(name="SubmitRequest")}}
+                },
+            },
             "responses": {
-                "200": {"description": "Stored (or a recognised duplicate)"},
-                "403": _json("ErrorEnvelope", "PERMISSION_DENIED: INVALID_SIGNATURE"),
-                "404": _json("ErrorEnvelope", "NOT_FOUND: CARRIER_NOT_FOUND"),
-                **_errors("400", "413", "503"),
+                "200": _json("SubmitResponse", "Accepted"),
+                "400": _json("ErrorEnvelope", "INVALID_ARGUMENT: INVALID_ARGUMENT"),
+                "401": _json("ErrorEnvelope", "UNAUTHENTICATED: INVALID_CREDENTIALS"),
+                "404": _json("ErrorEnvelope", "NOT_FOUND: NOT_FOUND"),
             },
         },
     },
@@ -155,8 +187,9 @@ _PATHS: dict[str, Any] = {
 
 @functools.cache
 def spec() -> dict[str, Any]:
-    (_, _, _, _), components = msgspec.json.schema_components(
-        [MessagePage, SendRequest, ErrorEnvelope, WebhookEvent], ref_template=_REF
+    _, components = msgspec.json.schema_components(
+        [MessagePage, SendRequest, ErrorEnvelope, WebhookEvent, SubmitRequest, SubmitResponse],
+        ref_template=_REF,
     )
     return {
         "openapi": "3.1.0",
