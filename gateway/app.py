@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
+    ResourceExhausted,
     StoreError,
     Unauthenticated,
     Unavailable,
@@ -49,6 +51,8 @@ def error_response(error: ApiError) -> Response:
     body = ErrorEnvelope(ErrorBody(error.status, error.reason, error.message, request_id))
     response = json_response(body, error.http_status)
     response.headers["x-request-id"] = request_id
+    if isinstance(error, ResourceExhausted):
+        response.headers["retry-after"] = str(error.retry_after_s)
     return response
 
 
@@ -81,7 +85,14 @@ async def authenticate(request: Request) -> str:
         token = credentials.strip()
     token = token or request.cookies.get("token")
     access_key = request.query_params.get("accesskey")
-    return await _gateway(request).auth.customer_for(token, access_key)
+    gateway = _gateway(request)
+    customer_id = await gateway.auth.customer_for(token, access_key)
+    wait_s = gateway.rate_limits.take(customer_id)
+    if wait_s > 0:
+        raise ResourceExhausted(
+            "RATE_LIMIT_EXCEEDED", "too many requests; retry later", math.ceil(wait_s)
+        )
+    return customer_id
 
 
 # Customer API --------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 65536
 
 
+class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: float = 100.0
+
+
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     path: str = "var/gateway.db"
 
@@ -98,6 +103,7 @@ class CarriersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
+    api: ApiConfig = ApiConfig()
     database: DatabaseConfig = DatabaseConfig()
     auth: AuthConfig = AuthConfig()
     webhooks: WebhooksConfig = WebhooksConfig()

@@ -73,6 +73,15 @@ class PayloadTooLarge(ApiError):
     status = "INVALID_ARGUMENT"
 
 
+class ResourceExhausted(ApiError):
+    http_status = 429
+    status = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, reason: str, message: str, retry_after_s: int) -> None:
+        super().__init__(reason, message)
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(ApiError):
     http_status = 503
     status = "UNAVAILABLE"

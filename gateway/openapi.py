@@ -27,6 +27,7 @@ _ERRORS = {
     "404": "NOT_FOUND: MESSAGE_NOT_FOUND, NOT_FOUND",
     "409": "ALREADY_EXISTS: IDEMPOTENCY_KEY_REUSED",
     "413": "INVALID_ARGUMENT: BODY_TOO_LARGE",
+    "429": "RESOURCE_EXHAUSTED: RATE_LIMIT_EXCEEDED (with a Retry-After header)",
     "503": "UNAVAILABLE: DATABASE_UNAVAILABLE",
 }
 
@@ -79,7 +80,7 @@ _PATHS: dict[str, Any] = {
             },
             "responses": {
                 "200": _json("Message", "The created message"),
-                **_errors("400", "401", "409", "413", "503"),
+                **_errors("400", "401", "409", "413", "429", "503"),
             },
         },
         "get": {
@@ -100,7 +101,10 @@ _PATHS: dict[str, Any] = {
                     {"type": "string"},
                 ),
             ],
-            "responses": {"200": _json("MessagePage", "One page"), **_errors("400", "401", "503")},
+            "responses": {
+                "200": _json("MessagePage", "One page"),
+                **_errors("400", "401", "429", "503"),
+            },
         },
     },
     "/v1.0/messages/{id}": {
@@ -110,7 +114,7 @@ _PATHS: dict[str, Any] = {
             "parameters": [_ID],
             "responses": {
                 "200": _json("Message", "The message"),
-                **_errors("400", "401", "404", "503"),
+                **_errors("400", "401", "404", "429", "503"),
             },
         },
         "delete": {
@@ -119,7 +123,7 @@ _PATHS: dict[str, Any] = {
             "parameters": [_ID],
             "responses": {
                 "200": _json("Message", "The deleted message"),
-                **_errors("400", "401", "404", "503"),
+                **_errors("400", "401", "404", "429", "503"),
             },
         },
     },

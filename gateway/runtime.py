@@ -17,6 +17,7 @@ from gateway.config import Config
 from gateway.dispatch import Dispatcher
 from gateway.messages import MessageService
 from gateway.metrics import Metrics
+from gateway.ratelimit import TokenBuckets
 from gateway.store import Store
 from gateway.tracking import Tracker
 from gateway.webhooks import WebhookDeliverer
@@ -56,6 +57,9 @@ class Gateway:
         self.tracker = Tracker(store, clock, self._changed)
         self.messages = MessageService(store, clock, config, self.carriers, self._changed)
         self.auth = Authenticator(store, config.auth.jwt_secret, clock)
+        self.rate_limits = TokenBuckets(
+            config.api.rate_limit_per_s, config.api.rate_limit_burst, clock
+        )
         self.dispatcher = Dispatcher(
             store, self.tracker, self.carriers, clock, config.dispatch, config.server.public_url
         )

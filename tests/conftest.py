@@ -75,6 +75,7 @@ def make_config(db_path: Path, public_url: str, **sections: dict[str, Any]) -> C
         "server": {"public_url": public_url},
         "database": {"path": str(db_path)},
         "auth": {"jwt_secret": JWT_SECRET},
+        "api": {"rate_limit_per_s": 0},  # tests that want limits turn them on
         "webhooks": {"allowed_networks": ["127.0.0.0/8"], "timeout_s": 5},
         "carriers": {"sandbox": {"secret": SANDBOX_SECRET, "dlr_delay_s": 0.05}},
     }
