@@ -181,7 +181,7 @@ async def sandbox_submit(request: Request) -> Response:
         raise Unauthenticated("INVALID_CREDENTIALS", "sandbox API key is wrong")
     try:
         accepted = simulator.accept(await read_body(request))
-    except msgspec.DecodeError as exc:
+    except ValueError as exc:  # jsonbody.NotJson or WrongShape
         raise InvalidArgument("INVALID_ARGUMENT", f"invalid sandbox submission: {exc}") from exc
     return json_response(accepted)
 
@@ -226,12 +226,26 @@ async def on_api_error(request: Request, exc: Exception) -> Response:
 async def on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return error_response(
+        response = error_response(
             MethodNotAllowed("METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
         )
+        response.headers["allow"] = ", ".join(_allowed_methods(request))
+        return response
     if exc.status_code == 404:
         return error_response(NotFound("NOT_FOUND", f"no such path: {request.url.path}"))
     return error_response(InvalidArgument("INVALID_ARGUMENT", str(exc.detail)))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    path = request.url.path
+    methods = {
+        method
+        for route in request.app.routes
+        if isinstance(route, Route) and route.path_regex.match(path)
+        for method in route.methods or ()
+    }
+    return sorted(methods)
 
 
 async def on_store_error(request: Request, exc: Exception) -> Response:
@@ -272,9 +286,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway = await Gateway.open(config, clock=clock, resolver=resolver)
         app.state.gateway = gateway
-        if run_workers:
-            await gateway.start_workers()
         try:
+            if run_workers:
+                await gateway.start_workers()
             yield
         finally:
             await gateway.close()

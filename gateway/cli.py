@@ -114,7 +114,7 @@ async def cmd_customers_list(config: Config, args: argparse.Namespace) -> None:
 
 
 async def cmd_numbers_add(config: Config, args: argparse.Namespace) -> None:
-    if not E164.match(args.number):
+    if not E164.fullmatch(args.number):
         raise CommandError("--number must be E.164, like +15551234567")
     if args.carrier not in KNOWN_CARRIERS:
         raise CommandError(f"--carrier must be one of {', '.join(KNOWN_CARRIERS)}")

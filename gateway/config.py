@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -44,20 +45,32 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_token_ttl_hours: float = 24.0
 
 
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+Delays = tuple[Annotated[float, msgspec.Meta(ge=0)], ...]
+
+
 class WebhooksConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    timeout_s: float = 15.0
-    retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    timeout_s: Positive = 15.0
+    retry_schedule_s: Delays = (5, 300, 1800, 7200, 18000, 36000, 36000)
     allowed_networks: tuple[str, ...] = ()
-    concurrency: int = 16
-    poll_interval_s: float = 1.0
+    concurrency: AtLeastOne = 16
+    poll_interval_s: Positive = 1.0
+
+    def __post_init__(self) -> None:
+        for cidr in self.allowed_networks:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError as exc:
+                raise ValueError(f"allowed_networks entry {cidr!r} is not a CIDR: {exc}") from None
 
 
 class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    send_deadline_s: float = 60.0
-    attempt_timeout_s: float = 10.0
-    retry_delays_s: tuple[float, ...] = (1, 2, 5, 10, 20)
-    concurrency: int = 16
-    poll_interval_s: float = 1.0
+    send_deadline_s: Positive = 60.0
+    attempt_timeout_s: Positive = 10.0
+    retry_delays_s: Annotated[Delays, msgspec.Meta(min_length=1)] = (1, 2, 5, 10, 20)
+    concurrency: AtLeastOne = 16
+    poll_interval_s: Positive = 1.0
 
 
 class SandboxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

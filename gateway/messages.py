@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import uuid
 from collections.abc import Callable, Collection
 
 import msgspec
 
-from gateway import segments
+from gateway import jsonbody, segments
 from gateway.clock import NEVER, Clock, format_time, later, parse_time
 from gateway.config import Config
 from gateway.errors import AlreadyExists, InvalidArgument, NotFound
@@ -26,7 +25,7 @@ from gateway.models import (
 )
 from gateway.store import Store, Tx
 
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # used with fullmatch: "$" would allow a final "\n"
 MAX_DESTINATIONS = 100
 MAX_TEXT_CHARS = 1600
 MAX_PAGE_SIZE = 100
@@ -50,25 +49,24 @@ class SendRequest(msgspec.Struct, frozen=True):
 
 
 _send_decoder = msgspec.json.Decoder(SendRequest)
-_canonical_encoder = msgspec.json.Encoder(order="sorted")
 
 
 def parse_send_request(body: bytes) -> tuple[SendRequest, str]:
     """The typed request and a hash of its JSON value (for Idempotency-Key comparison)."""
     try:
-        request = _send_decoder.decode(body)
-    except msgspec.ValidationError as exc:
+        request = jsonbody.decode(_send_decoder, body)
+        body_hash = jsonbody.value_hash(body)
+    except jsonbody.WrongShape as exc:
         raise InvalidArgument("INVALID_ARGUMENT", f"invalid request body: {exc}") from exc
-    except msgspec.DecodeError as exc:
+    except jsonbody.NotJson as exc:
         raise InvalidArgument(
             "INVALID_JSON_BODY", f"request body is not valid JSON: {exc}"
         ) from exc
-    _reject_lone_surrogates(body, request)
-    canonical = _canonical_encoder.encode(msgspec.json.decode(body))
-    return request, hashlib.sha256(canonical).hexdigest()
+    _reject_lone_surrogates(request)
+    return request, body_hash
 
 
-def _reject_lone_surrogates(body: bytes, request: SendRequest) -> None:
+def _reject_lone_surrogates(request: SendRequest) -> None:
     # JSON may spell a lone surrogate as an escape; such text cannot be stored or sent as UTF-8.
     fields = [request.text, *_strings(request.source)]
     for destination in request.destinations:
@@ -91,7 +89,7 @@ def _tel_address(address: AddressIn, field: str) -> Address:
         raise InvalidArgument(
             "INVALID_ARGUMENT", f"{field}.type must be 'tel': only phone numbers can be texted"
         )
-    if not E164.match(address.target):
+    if not E164.fullmatch(address.target):
         raise InvalidArgument(
             "INVALID_ARGUMENT", f"{field}.target must be an E.164 number like +15551234567"
         )
@@ -122,14 +120,13 @@ def parse_page_token(token: str) -> tuple[str, str | None] | None:
         return None
     tm_create, _, message_id = token.partition("|")
     try:
-        parse_time(tm_create)
-        if message_id:
-            uuid.UUID(message_id)
+        # Compared as text in the store, so both parts are put in their one canonical form.
+        tm_create = format_time(parse_time(tm_create))
+        return tm_create, str(uuid.UUID(message_id)) if message_id else None
     except ValueError as exc:
         raise InvalidArgument(
             "INVALID_REQUEST_PARAMETER", "page_token must be a next_page_token or a tm_create time"
         ) from exc
-    return tm_create, message_id or None
 
 
 def parse_page_size(raw: str | None) -> int:

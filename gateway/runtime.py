@@ -86,7 +86,12 @@ class Gateway:
         resolver: netguard.Resolver = netguard.system_resolver,
     ) -> Self:
         store = await Store.open(config.database.path)
-        return cls(config, store, clock or SystemClock(), resolver)
+        try:
+            return cls(config, store, clock or SystemClock(), resolver)
+        except BaseException:
+            # An open aiosqlite connection keeps a non-daemon thread: close it or never exit.
+            await store.close()
+            raise
 
     def _changed(self) -> None:
         self.dispatch_wakeup.notify()

@@ -124,6 +124,14 @@ class WebhookDeliverer:
             extensions=extensions,
         )
         try:
+            # The whole exchange, not each phase, must fit in timeout_s: the lease depends on it.
+            async with asyncio.timeout(self._config.timeout_s):
+                return await self._exchange(request)
+        except TimeoutError:
+            return AttemptResult(error="timeout")
+
+    async def _exchange(self, request: httpx.Request) -> AttemptResult:
+        try:
             response = await self._http.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException:
             return AttemptResult(error="timeout")

@@ -122,6 +122,14 @@ async def test_send_accepts_addresses_without_type_as_tel(start_gateway: ServerF
          b'"text": 5}', "INVALID_ARGUMENT"),
         (b'{"source": {"target": "+15550000009"}, "destinations": [{"target": "+15550000002"}], '
          b'"text": "x"}', "SOURCE_NOT_OWNED"),
+        (b'{"source": {"target": "+15550000001"}, "destinations": [{"target": "+15550000002\\n"}], '
+         b'"text": "x"}', "INVALID_ARGUMENT"),
+        (b'{"source": {"target": "+15550000001"}, "destinations": [{"target": "+15550000002"}], '
+         b'"text": "\xff"}', "INVALID_JSON_BODY"),
+        (b"[" * 5000 + b"]" * 5000, "INVALID_JSON_BODY"),
+        (b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "INVALID_JSON_BODY"),
+        (b'{"source": {"target": "+15550000001"}, "destinations": [{"target": "+15550000002"}], '
+         b'"text": "x", "n": 1e999}', "INVALID_JSON_BODY"),
     ],
 )  # fmt: skip
 async def test_bad_send_is_400_and_stores_nothing(
@@ -248,6 +256,12 @@ async def test_plain_tm_create_page_token_lists_older_messages(
     page = (await server.client.get("/v1.0/messages", params=params)).json()
     assert [m["id"] for m in page["result"]] == [created[1]["id"], created[0]["id"]]
     assert page["next_page_token"] == ""
+    # A loosely written time means the same instant.
+    loose = created[2]["tm_create"].replace(".000000", ".0")
+    assert loose != created[2]["tm_create"]
+    params = {"token": tenant.token, "page_token": loose}
+    again = (await server.client.get("/v1.0/messages", params=params)).json()
+    assert again == page
 
 
 async def test_page_size_rules(start_gateway: ServerFactory) -> None:
@@ -338,6 +352,7 @@ async def test_unknown_path_and_wrong_method_use_the_envelope(
     assert_error(missing, 404, "NOT_FOUND", "NOT_FOUND")
     wrong = await gateway_server.client.put("/v1.0/messages")
     assert_error(wrong, 405, "METHOD_NOT_ALLOWED", "METHOD_NOT_ALLOWED")
+    assert set(wrong.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
 
 
 async def test_times_are_utc_with_six_digits(

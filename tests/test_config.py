@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,19 @@ def test_the_contracts_carrier_sections_load() -> None:
     assert config.carriers.twilio is not None
     assert config.carriers.twilio.auth_token == "token"
     assert config.carriers.awaiting_adapters() == ["twilio", "telnyx", "vonage"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "names"),
+    [
+        ({"webhooks": {"allowed_networks": ["ten/8"]}}, "allowed_networks"),
+        ({"webhooks": {"concurrency": 0}}, "concurrency"),
+        ({"webhooks": {"timeout_s": 0}}, "timeout_s"),
+        ({"dispatch": {"retry_delays_s": []}}, "retry_delays_s"),
+        ({"dispatch": {"retry_delays_s": [-1]}}, "retry_delays_s"),
+        ({"webhooks": {"retry_schedule_s": [5, -1]}}, "retry_schedule_s"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_at_start_up(raw: dict[str, Any], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        config_from_mapping(raw, {})

@@ -109,3 +109,18 @@ async def test_events_pending_at_sigkill_are_delivered_after_restart(
     assert mine[0]["type"] == "message_created"
     assert {event["type"] for event in mine[1:]} == {"message_updated"}
     assert mine[1]["data"]["targets"][0]["status"] == "sent"
+
+
+async def test_serve_exits_when_the_database_cannot_be_opened(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the database folder should be")
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[database]\npath = "{blocker / "gw.db"}"\n[server]\nport = 1\n')
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(20):
+        output, _ = await process.communicate()
+    assert process.returncode != 0
+    assert b"cannot open database" in output

@@ -26,6 +26,7 @@ from tests.conftest import (
     ServedApp,
     ServerFactory,
     Tenant,
+    eventually,
     free_socket,
 )
 
@@ -37,15 +38,6 @@ DESTINATION = "+15550000002"
 
 
 # Helpers ----------------------------------------------------------------------------------------
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    """Poll a condition that real I/O settles (the sandbox's report, a running worker)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.01)
 
 
 async def target_status(server: GatewayServer, message_id: str) -> str:
@@ -468,3 +460,40 @@ async def test_a_deleted_message_sends_message_deleted_and_then_nothing(
         ("message_created", "delivered", 1),
         ("message_deleted", "delivered", 1),
     ]
+
+
+# Timeouts ----------------------------------------------------------------------------------------
+
+
+async def trickle(scope: Any, receive: Any, send: Any) -> None:
+    """Answers 200 at once, then one body byte every 0.2 s: each read is quick, the whole is not."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for _ in range(10):
+        await send({"type": "http.response.body", "body": b".", "more_body": True})
+        await asyncio.sleep(0.2)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_the_timeout_bounds_the_whole_exchange_not_each_read(
+    start_gateway: ServerFactory,
+) -> None:
+    slow = ServedApp(trickle, free_socket())
+    await slow.start()
+    try:
+        clock = ManualClock(START)
+        server = await start_gateway(clock=clock, run_workers=False, webhooks={"timeout_s": 0.5})
+        tenant = await server.add_tenant(SOURCE, webhook_uri=slow.url + "/hook")
+        message = await send(server, tenant)
+        started = time.perf_counter()
+        assert await server.gateway.deliverer.run_once() == 1
+        assert time.perf_counter() - started < 1.5  # not the 2 s the body takes
+        [event_id] = await event_ids(server, message["id"])
+        [attempt] = await server.gateway.store.list_attempts(event_id)
+        assert attempt.error == "timeout"
+        assert await server.gateway.store.outbox_states(message["id"]) == [
+            ("message_created", "pending", 1)
+        ]
+    finally:
+        await slow.stop()

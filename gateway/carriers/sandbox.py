@@ -20,7 +20,7 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
-from gateway import segments, signing
+from gateway import jsonbody, segments, signing
 from gateway.carriers.base import (
     Ack,
     Callback,
@@ -104,8 +104,8 @@ class SandboxCarrier:
 
     def parse(self, request: CallbackRequest) -> Callback:
         try:
-            event = _callback_decoder.decode(request.body)
-        except msgspec.DecodeError as exc:
+            event = jsonbody.decode(_callback_decoder, request.body)
+        except ValueError as exc:
             raise MalformedCallback(f"not a sandbox callback: {exc}") from exc
         if isinstance(event, InboundEvent):
             sms = InboundSms(event.id, event.from_, event.to, event.text)
@@ -128,16 +128,21 @@ class SandboxCarrier:
             reference=submission.reference,
         )
         try:
-            response = await self._http.post(
-                self._submit_url,
-                content=_encoder.encode(payload),
-                headers={
-                    "authorization": f"Bearer {self._secret}",
-                    "content-type": "application/json",
-                },
-                timeout=timeout_s,
-            )
-        except httpx.HTTPError as exc:
+            # httpx's timeout bounds each phase; asyncio.timeout bounds the whole call, so the
+            # dispatcher's lease always outlives it.
+            async with asyncio.timeout(timeout_s):
+                response = await self._http.post(
+                    self._submit_url,
+                    content=_encoder.encode(payload),
+                    headers={
+                        "authorization": f"Bearer {self._secret}",
+                        "content-type": "application/json",
+                    },
+                    timeout=timeout_s,
+                )
+        except TimeoutError as exc:
+            raise CarrierTransientError("sandbox did not answer in time") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise CarrierTransientError(f"sandbox unreachable: {type(exc).__name__}") from exc
         return _read_submit_response(response)
 
@@ -171,8 +176,8 @@ class SandboxSimulator:
         return hmac.compare_digest(authorization.encode(), expected)
 
     def accept(self, body: bytes) -> SubmitResponse:
-        """Take a submission (raises msgspec.DecodeError on a bad one) and schedule its report."""
-        submission = _submit_decoder.decode(body)
+        """Take a submission (jsonbody.NotJson / WrongShape on a bad one); schedule its report."""
+        submission = jsonbody.decode(_submit_decoder, body)
         carrier_message_id = f"sbx_{uuid.uuid4().hex}"
         report = StatusEvent(
             id=f"sbx_dlr_{uuid.uuid4().hex}",

@@ -8,6 +8,7 @@ everything a change causes - the message, its outbox events, idempotency keys - 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -101,12 +102,13 @@ class Store:
     @classmethod
     async def open(cls, path: str | Path) -> Store:
         db_path = Path(path)
-        db_path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(db_path, isolation_level=None)
             conn.row_factory = sqlite3.Row
             await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit is on disk before the gateway answers 2xx, even across power loss.
+            await conn.execute("PRAGMA synchronous=FULL")
             await conn.execute("PRAGMA busy_timeout=5000")
             await conn.execute("PRAGMA foreign_keys=ON")
         except (sqlite3.Error, OSError) as exc:
@@ -141,12 +143,19 @@ class Store:
             try:
                 yield Tx(self._conn)
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await self._rollback()
                 raise
             try:
                 await self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, ValueError) as exc:
+                await self._rollback()
                 raise StoreError(f"commit failed: {exc}") from exc
+
+    async def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (disk full, I/O error).
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            if self._conn.in_transaction:
+                await self._conn.execute("ROLLBACK")
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Tx]:
@@ -163,7 +172,8 @@ class Store:
 
     async def ping(self) -> None:
         async with self.reading() as tx:
-            await tx.one("SELECT 1 AS ok")
+            # Reads the file, so a database that went away is noticed (SELECT 1 would not).
+            await tx.one("SELECT version FROM schema_version LIMIT 1")
 
     # Customers, numbers, access keys -------------------------------------------------------
 
