@@ -17,13 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import netguard, openapi, signing
-from gateway.carriers.base import CallbackRequest, MalformedCallback
+from gateway import netguard, openapi
+from gateway.carriers.base import CallbackRequest
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import (
     ApiError,
     InvalidArgument,
+    InvalidSignature,
+    MalformedCallback,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -152,7 +154,7 @@ async def carrier_hook(request: Request) -> Response:
     )
     try:
         carrier.verify(callback_request, gateway.clock.now().timestamp())
-    except signing.InvalidSignature as exc:
+    except InvalidSignature as exc:
         gateway.metrics.callbacks.labels(name, "forged").inc()
         raise PermissionDenied("INVALID_SIGNATURE", f"callback rejected: {exc}") from exc
     try:

@@ -103,6 +103,14 @@ class WebhookAddressBlocked(GatewayError):
     """A webhook URI resolves to an address the SSRF guard refuses."""
 
 
+class InvalidSignature(GatewayError):
+    """A signature is missing, malformed, stale or wrong; refuse the request, store nothing."""
+
+
+class MalformedCallback(GatewayError):
+    """The callback is authentic but cannot be understood; answer 400 and store nothing."""
+
+
 class CarrierError(GatewayError):
     """A carrier call failed; see the subclass for whether to retry."""
 

@@ -49,11 +49,7 @@ class Gateway:
         self.webhook_wakeup = Wakeup()
         self.carriers: dict[str, Carrier] = {}
         self.simulator: SandboxSimulator | None = None
-        self._add_sandbox()
-        for name in config.carriers.awaiting_adapters():
-            log.warning(
-                "[carriers.%s] is configured, but this version has no %s adapter", name, name
-            )
+        self._add_carriers()
         self.tracker = Tracker(store, clock, self._changed)
         self.messages = MessageService(store, clock, config, self.carriers, self._changed)
         self.auth = Authenticator(store, config.auth.jwt_secret, clock)
@@ -67,6 +63,11 @@ class Gateway:
             store, clock, config.webhooks, self.webhook_http, resolver
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def _add_carriers(self) -> None:
+        self._add_sandbox()
+        for name in self.config.carriers.awaiting_adapters():
+            log.warning("[carriers.%s] is configured, but this version has no adapter for it", name)
 
     def _add_sandbox(self) -> None:
         sandbox = self.config.carriers.sandbox

@@ -11,12 +11,21 @@ import hashlib
 import hmac
 import secrets
 
+from gateway.errors import InvalidSignature
+
+__all__ = [
+    "InvalidSignature",
+    "generate_webhook_secret",
+    "sign_sandbox",
+    "sign_standard_webhook",
+    "standard_webhook_key",
+    "verify_sandbox",
+    "verify_standard_webhook",
+    "voipbin_signature",
+]
+
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 TOLERANCE_S = 300
-
-
-class InvalidSignature(Exception):
-    """The signature is missing, malformed, stale or wrong."""
 
 
 def generate_webhook_secret() -> str:

@@ -64,10 +64,6 @@ class SendResult(msgspec.Struct, frozen=True):
     carrier_status: str = ""
 
 
-class MalformedCallback(Exception):
-    """The callback is authentic but cannot be understood; answer 400 and store nothing."""
-
-
 class Carrier(Protocol):
     """One SMS carrier: pure verify/parse of its callbacks plus an async send."""
 
@@ -75,7 +71,7 @@ class Carrier(Protocol):
     ack: Ack
 
     def verify(self, request: CallbackRequest, now_s: float) -> None:
-        """Raise signing.InvalidSignature unless the carrier signed this request."""
+        """Raise errors.InvalidSignature unless the carrier signed this request."""
         ...
 
     def parse(self, request: CallbackRequest) -> Callback:

@@ -27,13 +27,12 @@ from gateway.carriers.base import (
     CallbackRequest,
     DeliveryReport,
     InboundSms,
-    MalformedCallback,
     SendResult,
     Submission,
 )
 from gateway.clock import Clock
 from gateway.config import SandboxConfig
-from gateway.errors import CarrierPermanentError, CarrierTransientError
+from gateway.errors import CarrierPermanentError, CarrierTransientError, MalformedCallback
 from gateway.models import TargetStatus
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,7 @@
 """Storage: the only package that speaks SQL. SQLite is the embedded default."""
 
-from gateway.store.sqlite import (
-    Attempt,
-    DispatchJob,
-    OutboxEvent,
-    PendingReport,
-    Store,
-    TargetRef,
-    Tx,
-)
+from gateway.store.records import Attempt, DispatchJob, OutboxEvent, PendingReport, TargetRef
+from gateway.store.sqlite import Store
+from gateway.store.tx import Tx
 
 __all__ = ["Attempt", "DispatchJob", "OutboxEvent", "PendingReport", "Store", "TargetRef", "Tx"]

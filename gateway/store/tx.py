@@ -1,0 +1,268 @@
+"""Statements inside one transaction (or one locked read): the store's unit of work."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from gateway.errors import StoreError
+from gateway.models import Customer, EventType, Message, Number, Target, WebhookEvent
+from gateway.store.records import (
+    PendingReport,
+    TargetRef,
+    customer_from,
+    message_from,
+    target_from,
+)
+
+_encoder = msgspec.json.Encoder()
+
+
+class Tx:
+    """Statements inside one transaction (or one locked read)."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
+        try:
+            return await self._conn.execute(sql, params)
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    async def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, params)
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        cursor = await self.execute(sql, params)
+        row: sqlite3.Row | None = await cursor.fetchone()
+        return row
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        cursor = await self.execute(sql, params)
+        return list(await cursor.fetchall())
+
+    # Reads ------------------------------------------------------------------------------------
+
+    async def get_customer(self, customer_id: str) -> Customer | None:
+        row = await self.one("SELECT * FROM customers WHERE id = ?", (customer_id,))
+        return customer_from(row) if row else None
+
+    async def get_number(self, number: str) -> Number | None:
+        row = await self.one(
+            "SELECT number, customer_id, carrier, tm_create FROM numbers "
+            "WHERE number = ? AND active = 1",
+            (number,),
+        )
+        return msgspec.convert(dict(row), Number) if row else None
+
+    async def get_message(self, message_id: str) -> Message | None:
+        row = await self.one("SELECT * FROM messages WHERE id = ?", (message_id,))
+        if row is None:
+            return None
+        return (await self.assemble([row]))[0]
+
+    async def assemble(self, rows: list[sqlite3.Row]) -> list[Message]:
+        """Messages from their rows plus all their targets, in one query."""
+        if not rows:
+            return []
+        ids = [row["id"] for row in rows]
+        marks = ",".join("?" * len(ids))
+        target_rows = await self.all(
+            f"SELECT * FROM targets WHERE message_id IN ({marks}) ORDER BY message_id, idx",  # noqa: S608
+            ids,
+        )
+        targets: dict[str, list[Target]] = {message_id: [] for message_id in ids}
+        for target_row in target_rows:
+            targets[target_row["message_id"]].append(target_from(target_row))
+        return [message_from(row, targets[row["id"]]) for row in rows]
+
+    async def find_target(self, carrier: str, carrier_message_id: str) -> TargetRef | None:
+        row = await self.one(
+            "SELECT message_id, idx FROM carrier_refs WHERE carrier = ? AND carrier_message_id = ?",
+            (carrier, carrier_message_id),
+        )
+        return TargetRef(row["message_id"], row["idx"]) if row else None
+
+    async def get_target(self, ref: TargetRef) -> Target | None:
+        row = await self.one(
+            "SELECT * FROM targets WHERE message_id = ? AND idx = ?", (ref.message_id, ref.idx)
+        )
+        return target_from(row) if row else None
+
+    # Writes -----------------------------------------------------------------------------------
+
+    async def insert_message(
+        self, message: Message, next_send_at: str | None, send_deadline_at: str | None
+    ) -> None:
+        await self.execute(
+            "INSERT INTO messages (id, customer_id, direction, source, text, tm_create, tm_update, "
+            "tm_delete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.id,
+                message.customer_id,
+                message.direction.value,
+                _encoder.encode(message.source).decode(),
+                message.text,
+                message.tm_create,
+                message.tm_update,
+                message.tm_delete,
+            ),
+        )
+        await self.executemany(
+            "INSERT INTO targets (message_id, idx, destination, status, parts, tm_update, carrier, "
+            "next_send_at, send_deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    message.id,
+                    idx,
+                    _encoder.encode(t.destination).decode(),
+                    t.status.value,
+                    t.parts,
+                    t.tm_update,
+                    t.carrier,
+                    next_send_at,
+                    send_deadline_at,
+                )
+                for idx, t in enumerate(message.targets)
+            ],
+        )
+
+    async def update_target(self, ref: TargetRef, target: Target, *, dispatch_done: bool) -> None:
+        """Write a target's status fields; `dispatch_done` takes it off the send queue."""
+        sql = (
+            "UPDATE targets SET status = ?, parts = ?, tm_update = ?, carrier_status = ?, "
+            "error_code = ?"
+        )
+        if dispatch_done:
+            sql += ", next_send_at = NULL, lease_until = NULL"
+        await self.execute(
+            sql + " WHERE message_id = ? AND idx = ?",
+            (
+                target.status.value,
+                target.parts,
+                target.tm_update,
+                target.carrier_status,
+                target.error_code,
+                ref.message_id,
+                ref.idx,
+            ),
+        )
+        await self.execute(
+            "UPDATE messages SET tm_update = ? WHERE id = ?", (target.tm_update, ref.message_id)
+        )
+
+    async def clear_dispatch(self, ref: TargetRef) -> None:
+        await self.execute(
+            "UPDATE targets SET next_send_at = NULL, lease_until = NULL "
+            "WHERE message_id = ? AND idx = ?",
+            (ref.message_id, ref.idx),
+        )
+
+    async def schedule_send(self, ref: TargetRef, next_send_at: str, attempts: int) -> None:
+        await self.execute(
+            "UPDATE targets SET next_send_at = ?, send_attempts = ?, lease_until = NULL "
+            "WHERE message_id = ? AND idx = ?",
+            (next_send_at, attempts, ref.message_id, ref.idx),
+        )
+
+    async def add_carrier_ref(self, carrier: str, carrier_message_id: str, ref: TargetRef) -> None:
+        await self.execute(
+            "INSERT OR IGNORE INTO carrier_refs (carrier, carrier_message_id, message_id, idx) "
+            "VALUES (?, ?, ?, ?)",
+            (carrier, carrier_message_id, ref.message_id, ref.idx),
+        )
+        await self.execute(
+            "UPDATE targets SET carrier_message_id = ? WHERE message_id = ? AND idx = ?",
+            (carrier_message_id, ref.message_id, ref.idx),
+        )
+
+    async def mark_deleted(self, message_id: str, now: str) -> None:
+        await self.execute(
+            "UPDATE messages SET tm_update = ?, tm_delete = ? WHERE id = ?", (now, now, message_id)
+        )
+
+    async def remember_callback(self, carrier: str, key: str, now: str) -> bool:
+        """True the first time a carrier's idempotency key is seen; False for a duplicate."""
+        cursor = await self.execute(
+            "INSERT OR IGNORE INTO processed_callbacks (carrier, key, tm_create) VALUES (?, ?, ?)",
+            (carrier, key, now),
+        )
+        return cursor.rowcount == 1
+
+    async def add_pending_report(
+        self, carrier: str, carrier_message_id: str, report: PendingReport, now: str
+    ) -> None:
+        await self.execute(
+            "INSERT INTO pending_reports (carrier, carrier_message_id, status, carrier_status, "
+            "error_code, parts, tm_create) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                carrier,
+                carrier_message_id,
+                report.status,
+                report.carrier_status,
+                report.error_code,
+                report.parts,
+                now,
+            ),
+        )
+
+    async def take_pending_reports(
+        self, carrier: str, carrier_message_id: str
+    ) -> list[PendingReport]:
+        rows = await self.all(
+            "DELETE FROM pending_reports WHERE carrier = ? AND carrier_message_id = ? "
+            "RETURNING status, carrier_status, error_code, parts",
+            (carrier, carrier_message_id),
+        )
+        return [msgspec.convert(dict(row), PendingReport) for row in rows]
+
+    async def add_unrouted(
+        self,
+        carrier: str,
+        source: str,
+        destination: str,
+        text: str,
+        carrier_message_id: str,
+        now: str,
+    ) -> None:
+        await self.execute(
+            "INSERT INTO unrouted_inbound (carrier, carrier_message_id, source, destination, text, "
+            "tm_create) VALUES (?, ?, ?, ?, ?, ?)",
+            (carrier, carrier_message_id, source, destination, text, now),
+        )
+
+    async def claim_idempotency_key(
+        self, customer_id: str, key: str, body_hash: str, message_id: str, now: str
+    ) -> tuple[str, str] | None:
+        """None when the key is new (now taken); else the (body_hash, message_id) it holds."""
+        row = await self.one(
+            "SELECT body_hash, message_id FROM idempotency_keys WHERE customer_id = ? AND key = ?",
+            (customer_id, key),
+        )
+        if row:
+            return str(row["body_hash"]), str(row["message_id"])
+        await self.execute(
+            "INSERT INTO idempotency_keys (customer_id, key, body_hash, message_id, tm_create) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (customer_id, key, body_hash, message_id, now),
+        )
+        return None
+
+    async def add_event(
+        self, event_id: str, event_type: EventType, message: Message, now: str
+    ) -> None:
+        body = _encoder.encode(WebhookEvent(type=event_type, data=message))
+        await self.execute(
+            "INSERT INTO outbox (event_id, customer_id, message_id, event_type, body, state, "
+            "attempts, next_attempt_at, trigger, tm_create, tm_update, last_error) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, 'scheduled', ?, ?, '')",
+            (event_id, message.customer_id, message.id, event_type.value, body, now, now, now),
+        )
