@@ -27,13 +27,17 @@ class WrongShape(ValueError):
 
 def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     try:
-        return decoder.decode(body)
+        value = decoder.decode(body)
     except msgspec.ValidationError as exc:
         if _is_json(body):
             raise WrongShape(str(exc)) from exc
         raise NotJson(str(exc)) from exc
     except _NOT_JSON as exc:
         raise NotJson(str(exc) or type(exc).__name__) from exc
+    # A typed decode skips unknown fields unread; the whole body must still be JSON.
+    if not _is_json(body):
+        raise NotJson("the body holds invalid JSON in a field that is otherwise ignored")
+    return value
 
 
 def _is_json(body: bytes) -> bool:

@@ -8,10 +8,14 @@ from typing import Any
 import msgspec
 
 from gateway.carriers.sandbox import SubmitRequest, SubmitResponse
-from gateway.messages import SendRequest
+from gateway.messages import MAX_DESTINATIONS, MAX_TEXT_CHARS, SendRequest
 from gateway.models import ErrorEnvelope, MessagePage, WebhookEvent
 
 _REF = "#/components/schemas/{name}"
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+_TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{1,6}"
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+PAGE_TOKEN_PATTERN = rf"^$|^{_TIME}(\|{_UUID})?$"
 
 _AUTH: list[dict[str, list[str]]] = [
     {"token": []},
@@ -98,7 +102,7 @@ _PATHS: dict[str, Any] = {
                     "query",
                     "next_page_token of the previous page, or a "
                     "tm_create time: lists messages created before it",
-                    {"type": "string"},
+                    {"type": "string", "pattern": PAGE_TOKEN_PATTERN},
                 ),
             ],
             "responses": {
@@ -195,6 +199,7 @@ def spec() -> dict[str, Any]:
         [MessagePage, SendRequest, ErrorEnvelope, WebhookEvent, SubmitRequest, SubmitResponse],
         ref_template=_REF,
     )
+    _document_send_rules(components)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -215,6 +220,16 @@ def spec() -> dict[str, Any]:
             },
         },
     }
+
+
+def _document_send_rules(components: dict[str, Any]) -> None:
+    """The rules messages.py checks by hand (for clearer messages), stated in the schema too."""
+    address = components["AddressIn"]["properties"]
+    address["type"]["enum"] = ["", "tel"]
+    address["target"]["pattern"] = E164_PATTERN
+    send = components["SendRequest"]["properties"]
+    send["destinations"].update(minItems=1, maxItems=MAX_DESTINATIONS)
+    send["text"].update(minLength=1, maxLength=MAX_TEXT_CHARS)
 
 
 @functools.cache

@@ -223,6 +223,7 @@ async def test_inbound_to_an_owned_number_creates_an_inbound_message(
     assert [(t.destination.target, t.status, t.parts) for t in message.targets] == [
         (tenant.number, TargetStatus.RECEIVED, 1)
     ]
+    assert message.targets[0].carrier_status == "received"  # as stored, not only as first sent
     [event] = await customer_endpoint.wait_for(1)
     assert event.json()["type"] == "message_created"
     assert event.json()["data"]["id"] == message.id

@@ -15,7 +15,7 @@ import hmac
 import logging
 import uuid
 from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import msgspec
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "x-sandbox-signature"
 SUBMIT_PATH = "/sandbox/v1/messages"
+MAX_PARTS = 255  # the concatenation header counts parts in one octet
 
 
 class InboundEvent(msgspec.Struct, frozen=True, tag="inbound", tag_field="event"):
@@ -53,7 +54,7 @@ class StatusEvent(msgspec.Struct, frozen=True, tag="status", tag_field="event"):
     message_id: str
     status: Literal["delivered", "failed"]
     error_code: str = ""
-    parts: int | None = None
+    parts: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTS)] | None = None
 
 
 class SubmitRequest(msgspec.Struct, frozen=True):

@@ -31,13 +31,13 @@ class Tx:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
         try:
             return await self._conn.execute(sql, params)
-        except (sqlite3.Error, ValueError) as exc:
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
             raise StoreError(f"database error: {exc}") from exc
 
     async def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
         try:
             await self._conn.executemany(sql, params)
-        except (sqlite3.Error, ValueError) as exc:
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
             raise StoreError(f"database error: {exc}") from exc
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
@@ -118,7 +118,8 @@ class Tx:
         )
         await self.executemany(
             "INSERT INTO targets (message_id, idx, destination, status, parts, tm_update, carrier, "
-            "next_send_at, send_deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "carrier_status, error_code, next_send_at, send_deadline_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     message.id,
@@ -128,6 +129,8 @@ class Tx:
                     t.parts,
                     t.tm_update,
                     t.carrier,
+                    t.carrier_status,
+                    t.error_code,
                     next_send_at,
                     send_deadline_at,
                 )
