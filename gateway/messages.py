@@ -130,7 +130,7 @@ def parse_page_token(token: str) -> tuple[str, str | None] | None:
 
 
 def parse_page_size(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return DEFAULT_PAGE_SIZE
     try:
         size = int(raw)

@@ -13,7 +13,10 @@ from gateway.models import ErrorEnvelope, MessagePage, WebhookEvent
 
 _REF = "#/components/schemas/{name}"
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
-_TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{1,6}"
+_TIME = (
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8]) ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"\.[0-9]{6}"
+)  # days 29-31 left out so every string the pattern admits is a real date
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 PAGE_TOKEN_PATTERN = rf"^$|^{_TIME}(\|{_UUID})?$"
 
@@ -227,6 +230,7 @@ def _document_send_rules(components: dict[str, Any]) -> None:
     address = components["AddressIn"]["properties"]
     address["type"]["enum"] = ["", "tel"]
     address["target"]["pattern"] = E164_PATTERN
+    components["AddressIn"]["required"] = ["target"]
     send = components["SendRequest"]["properties"]
     send["destinations"].update(minItems=1, maxItems=MAX_DESTINATIONS)
     send["text"].update(minLength=1, maxLength=MAX_TEXT_CHARS)

@@ -277,7 +277,7 @@ async def test_page_size_rules(start_gateway: ServerFactory) -> None:
     )
     assert len(big.json()["result"]) == 12
     assert big.json()["next_page_token"] == ""
-    for bad in ("0", "-1", "ten", "1.5"):
+    for bad in ("0", "-1", "ten", "1.5", ""):
         response = await server.client.get(
             "/v1.0/messages", params={"token": tenant.token, "page_size": bad}
         )
