@@ -6,7 +6,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -67,6 +67,9 @@ class WebhooksConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     send_deadline_s: Positive = 60.0
+    # A target `sent` with no final report this long after becomes dlr_timeout (a late report
+    # still applies).
+    dlr_deadline_s: Positive = 86400.0
     attempt_timeout_s: Positive = 10.0
     retry_delays_s: Annotated[Delays, msgspec.Meta(min_length=1)] = (1, 2, 5, 10, 20)
     concurrency: AtLeastOne = 16
@@ -84,12 +87,14 @@ class SandboxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class TwilioConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     account_sid: str = ""
     auth_token: str = ""
+    messaging_service_sid: str = ""  # send through a Messaging Service instead of `From`
     base_url: str = "https://api.twilio.com"
 
 
 class TelnyxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api_key: str = ""
-    public_key: str = ""
+    public_key: str = ""  # base64 Ed25519 key from the Telnyx portal
+    messaging_profile_id: str = ""
     base_url: str = "https://api.telnyx.com"
 
 
@@ -97,21 +102,52 @@ class VonageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api_key: str = ""
     api_secret: str = ""
     signature_secret: str = ""
-    signature_method: str = "md5hash"
+    signature_method: Literal["md5hash", "md5", "sha1", "sha256", "sha512"] = "md5hash"
     base_url: str = "https://rest.nexmo.com"
 
 
+class PlivoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    auth_id: str = ""
+    auth_token: str = ""
+    base_url: str = "https://api.plivo.com"
+
+
+class SinchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    service_plan_id: str = ""
+    api_token: str = ""
+    webhook_secret: str = ""  # the HMAC secret Sinch signs callbacks with
+    base_url: str = "https://us.sms.api.sinch.com"
+
+
+class MessageBirdConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    access_key: str = ""
+    signing_key: str = ""
+    base_url: str = "https://rest.messagebird.com"
+
+
 class CarriersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One optional section per carrier; a carrier is live when its section is present."""
+
     sandbox: SandboxConfig | None = None
-    # Accepted so contract-shaped configs load; their adapters arrive with the carrier step.
     twilio: TwilioConfig | None = None
     telnyx: TelnyxConfig | None = None
     vonage: VonageConfig | None = None
+    plivo: PlivoConfig | None = None
+    sinch: SinchConfig | None = None
+    messagebird: MessageBirdConfig | None = None
 
-    def awaiting_adapters(self) -> list[str]:
-        """Configured carriers this version cannot talk to yet."""
-        sections = {"twilio": self.twilio, "telnyx": self.telnyx, "vonage": self.vonage}
-        return [name for name, section in sections.items() if section is not None]
+    def sections(self) -> dict[str, msgspec.Struct]:
+        """The configured carriers by name."""
+        return {
+            field: section
+            for field in self.__struct_fields__
+            if (section := getattr(self, field)) is not None
+        }
+
+
+class InboundConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Parts of a concatenated inbound SMS wait this long for the rest, then go out as they are.
+    reassembly_wait_s: Positive = 60.0
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -122,13 +158,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhooks: WebhooksConfig = WebhooksConfig()
     dispatch: DispatchConfig = DispatchConfig()
     carriers: CarriersConfig = CarriersConfig()
-
-    @property
-    def sandbox_base_url(self) -> str:
-        """Where the sandbox's simulated carrier API listens: this gateway, unless overridden."""
-        sandbox = self.carriers.sandbox
-        url = sandbox.base_url if sandbox and sandbox.base_url else self.server.public_url
-        return url.rstrip("/")
+    inbound: InboundConfig = InboundConfig()
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:

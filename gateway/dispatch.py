@@ -7,12 +7,13 @@ import datetime as dt
 from collections.abc import Mapping
 
 from gateway.carriers.base import Carrier, Submission
+from gateway.changes import Change
 from gateway.clock import Clock, format_time, later, parse_time
 from gateway.config import DispatchConfig
 from gateway.errors import CarrierPermanentError, CarrierTransientError
 from gateway.models import TargetStatus
 from gateway.store import DispatchJob, Store
-from gateway.tracking import Change, Tracker
+from gateway.tracking import Tracker
 
 # A claimed target is invisible to other workers for this long past its attempt timeout, so a
 # worker that dies mid-send has its targets picked up again.
@@ -37,6 +38,13 @@ class Dispatcher:
         self._public_url = public_url.rstrip("/")
 
     async def run_once(self) -> int:
+        """Submit what is due, then run the report and reassembly timers; how much was done."""
+        submitted = await self.submit_due()
+        expired = await self._tracker.expire_reports()
+        flushed = await self._tracker.flush_inbound()
+        return submitted + expired + flushed
+
+    async def submit_due(self) -> int:
         """Submit every target that is due now; returns how many were handled."""
         now = self._clock.now()
         lease_until = later(now, self._config.attempt_timeout_s + LEASE_MARGIN_S)

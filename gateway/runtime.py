@@ -10,8 +10,9 @@ import httpx
 
 from gateway import netguard
 from gateway.auth import Authenticator
-from gateway.carriers.base import Carrier
-from gateway.carriers.sandbox import SandboxCarrier, SandboxSimulator
+from gateway.carriers.base import Carrier, CarrierContext
+from gateway.carriers.registry import build_carriers
+from gateway.carriers.sandbox import SandboxSimulator
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.dispatch import Dispatcher
@@ -50,7 +51,7 @@ class Gateway:
         self.carriers: dict[str, Carrier] = {}
         self.simulator: SandboxSimulator | None = None
         self._add_carriers()
-        self.tracker = Tracker(store, clock, self._changed)
+        self.tracker = Tracker(store, clock, config, self._changed)
         self.messages = MessageService(store, clock, config, self.carriers, self._changed)
         self.auth = Authenticator(store, config.auth.jwt_secret, clock)
         self.rate_limits = TokenBuckets(
@@ -65,18 +66,11 @@ class Gateway:
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def _add_carriers(self) -> None:
-        self._add_sandbox()
-        for name in self.config.carriers.awaiting_adapters():
-            log.warning("[carriers.%s] is configured, but this version has no adapter for it", name)
-
-    def _add_sandbox(self) -> None:
+        context = CarrierContext(self.carrier_http, self.config.server.public_url, self.clock)
+        self.carriers.update(build_carriers(self.config.carriers, context))
         sandbox = self.config.carriers.sandbox
-        if sandbox is None or not sandbox.secret:
-            return
-        self.carriers["sandbox"] = SandboxCarrier(
-            sandbox, self.config.sandbox_base_url, self.carrier_http
-        )
-        self.simulator = SandboxSimulator(sandbox, self.carrier_http, self.clock)
+        if sandbox is not None:
+            self.simulator = SandboxSimulator(sandbox, self.carrier_http, self.clock)
 
     @classmethod
     async def open(

@@ -1,97 +1,52 @@
-"""Target tracking, no HTTP: carrier callbacks and dispatch results become message changes.
-
-Every change commits together with its outbox event, so an acknowledged callback is never lost.
-"""
+"""Target tracking, no HTTP: carrier callbacks, dispatch results and report deadlines become
+message changes. Every change commits together with its outbox event, so an acknowledged
+callback is never lost."""
 
 from __future__ import annotations
 
-import enum
-import uuid
 from collections.abc import Callable
 
-import msgspec
-
-from gateway import segments
+from gateway import inbound
 from gateway.carriers.base import Callback, DeliveryReport, InboundSms, SendResult
-from gateway.clock import Clock, format_time
-from gateway.events import new_event_id, should_notify
-from gateway.models import (
-    Address,
-    Direction,
-    EventType,
-    Message,
-    Target,
-    TargetStatus,
-    advance_status,
-)
+from gateway.changes import Change, Outcome, aggregate_parts, apply_change
+from gateway.clock import Clock, format_time, later
+from gateway.config import Config
+from gateway.models import TargetStatus
 from gateway.store import DispatchJob, PendingReport, Store, TargetRef, Tx
 
-
-class Outcome(enum.StrEnum):
-    """What a callback did; also the `outcome` label of the callback metric."""
-
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    STALE = "stale"  # a report that would move a status backwards
-    UNROUTED = "unrouted"  # inbound SMS to a number nobody owns, kept for the operator
-    EARLY = "early"  # a report for a send not yet recorded, applied once it is
-
-
-class Change(msgspec.Struct, frozen=True):
-    status: TargetStatus
-    carrier_status: str = ""
-    error_code: str = ""
-    parts: int | None = None
+# Per step, how many overdue reports or inbound SMS the timers handle.
+TIMER_BATCH = 100
 
 
 class Tracker:
-    def __init__(self, store: Store, clock: Clock, on_commit: Callable[[], None]) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, config: Config, on_commit: Callable[[], None]
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._config = config
         self._on_commit = on_commit
 
+    def _now(self) -> str:
+        return format_time(self._clock.now())
+
+    def _dlr_deadline(self) -> str:
+        return later(self._clock.now(), self._config.dispatch.dlr_deadline_s)
+
     async def accept_callback(self, carrier: str, callback: Callback) -> Outcome:
-        now = format_time(self._clock.now())
+        now = self._now()
         async with self._store.transaction() as tx:
             if not await tx.remember_callback(carrier, callback.idempotency_key, now):
                 return Outcome.DUPLICATE
-            if isinstance(callback.event, InboundSms):
-                outcome = await self._inbound(tx, carrier, callback.event, now)
+            event = callback.event
+            if isinstance(event, InboundSms):
+                outcome = await inbound.receive(tx, carrier, event, now)
+            elif isinstance(event, DeliveryReport):
+                outcome = await self._report(tx, carrier, event, now)
             else:
-                outcome = await self._report(tx, carrier, callback.event, now)
+                outcome = Outcome.IGNORED
         self._on_commit()
         return outcome
-
-    async def _inbound(self, tx: Tx, carrier: str, sms: InboundSms, now: str) -> Outcome:
-        number = await tx.get_number(sms.destination)
-        if number is None:
-            await tx.add_unrouted(
-                carrier, sms.source, sms.destination, sms.text, sms.carrier_message_id, now
-            )
-            return Outcome.UNROUTED
-        target = Target(
-            destination=Address("tel", sms.destination),
-            status=TargetStatus.RECEIVED,
-            parts=sms.parts or segments.count_parts(sms.text),
-            tm_update=now,
-            carrier=carrier,
-            carrier_status="received",
-        )
-        message = Message(
-            id=str(uuid.uuid4()),
-            customer_id=number.customer_id,
-            type="sms",
-            source=Address("tel", sms.source),
-            targets=(target,),
-            text=sms.text,
-            direction=Direction.INBOUND,
-            tm_create=now,
-        )
-        await tx.insert_message(message, next_send_at=None, send_deadline_at=None)
-        await tx.add_carrier_ref(carrier, sms.carrier_message_id, TargetRef(message.id, 0))
-        if await should_notify(tx, message, EventType.MESSAGE_CREATED):
-            await tx.add_event(new_event_id(), EventType.MESSAGE_CREATED, message, now)
-        return Outcome.APPLIED
 
     async def _report(self, tx: Tx, carrier: str, report: DeliveryReport, now: str) -> Outcome:
         ref = await tx.find_target(carrier, report.carrier_message_id)
@@ -103,33 +58,66 @@ class Tracker:
             )
             await tx.add_pending_report(carrier, report.carrier_message_id, pending, now)
             return Outcome.EARLY
-        applied = await _apply(tx, ref, change, now, dispatch_done=False)
+        effective = await self._per_part(tx, carrier, report, change)
+        if effective is None:
+            return Outcome.STALE
+        applied = await apply_change(
+            tx, ref, effective, now, dispatch_done=False, dlr_deadline_at=self._dlr_deadline()
+        )
         return Outcome.APPLIED if applied else Outcome.STALE
+
+    async def _per_part(
+        self, tx: Tx, carrier: str, report: DeliveryReport, change: Change
+    ) -> Change | None:
+        """For a target reported part by part, the change its parts add up to (or None)."""
+        part = await tx.part_status(carrier, report.carrier_message_id)
+        if part is None:
+            return change  # a single-part report
+        if _is_final(TargetStatus(part)) or not _is_final(report.status):
+            return None  # a part's status moves forward too; intermediate reports say nothing
+        statuses = await tx.set_part_status(carrier, report.carrier_message_id, report.status)
+        status = aggregate_parts(statuses or [])
+        if status is None:
+            return None
+        # The target's part count comes from the send; a part's own count is 1.
+        return Change(status, change.carrier_status, change.error_code)
 
     # Dispatch results ---------------------------------------------------------------------
 
     async def record_sent(self, job: DispatchJob, result: SendResult) -> None:
         ref = TargetRef(job.message_id, job.idx)
-        now = format_time(self._clock.now())
-        sent = Change(TargetStatus.SENT, result.carrier_status, parts=result.parts)
+        now = self._now()
+        parts = len(result.part_ids) or result.parts
+        sent = Change(TargetStatus.SENT, result.carrier_status, parts=parts)
+        ids = result.part_ids or (result.carrier_message_id,)
         async with self._store.transaction() as tx:
-            await tx.add_carrier_ref(job.carrier, result.carrier_message_id, ref)
-            await _apply(tx, ref, sent, now, dispatch_done=True)
-            for early in await tx.take_pending_reports(job.carrier, result.carrier_message_id):
-                change = Change(
-                    TargetStatus(early.status),
-                    early.carrier_status,
-                    early.error_code,
-                    early.parts or None,
-                )
-                await _apply(tx, ref, change, now, dispatch_done=True)
+            for carrier_message_id in ids:
+                await tx.add_carrier_ref(job.carrier, carrier_message_id, ref)
+            if result.part_ids:
+                await tx.add_target_parts(job.carrier, result.part_ids, ref)
+            await apply_change(
+                tx, ref, sent, now, dispatch_done=True, dlr_deadline_at=self._dlr_deadline()
+            )
+            for carrier_message_id in ids:
+                await self._apply_early_reports(tx, job.carrier, carrier_message_id, now)
         self._on_commit()
+
+    async def _apply_early_reports(
+        self, tx: Tx, carrier: str, carrier_message_id: str, now: str
+    ) -> None:
+        for early in await tx.take_pending_reports(carrier, carrier_message_id):
+            report = DeliveryReport(
+                carrier_message_id, TargetStatus(early.status), early.carrier_status,
+                early.error_code, early.parts or None,
+            )  # fmt: skip
+            await self._report(tx, carrier, report, now)
 
     async def record_final(self, job: DispatchJob, change: Change) -> None:
         """The send ended without a carrier accepting it: failed, or gw_timeout."""
-        now = format_time(self._clock.now())
+        now = self._now()
         async with self._store.transaction() as tx:
-            await _apply(tx, TargetRef(job.message_id, job.idx), change, now, dispatch_done=True)
+            ref = TargetRef(job.message_id, job.idx)
+            await apply_change(tx, ref, change, now, dispatch_done=True)
         self._on_commit()
 
     async def retry_later(self, job: DispatchJob, next_send_at: str) -> None:
@@ -138,27 +126,35 @@ class Tracker:
                 TargetRef(job.message_id, job.idx), next_send_at, job.send_attempts + 1
             )
 
+    # Timers ---------------------------------------------------------------------------------
 
-async def _apply(tx: Tx, ref: TargetRef, change: Change, now: str, *, dispatch_done: bool) -> bool:
-    """Move a target forward (never back) and queue message_updated; False if nothing moved."""
-    target = await tx.get_target(ref)
-    if target is None:
-        return False
-    status = advance_status(target.status, change.status)
-    if status is None:
-        if dispatch_done:
-            await tx.clear_dispatch(ref)
-        return False
-    updated = msgspec.structs.replace(
-        target,
-        status=status,
-        tm_update=now,
-        carrier_status=change.carrier_status or target.carrier_status,
-        error_code=change.error_code or target.error_code,
-        parts=change.parts or target.parts,
-    )
-    await tx.update_target(ref, updated, dispatch_done=dispatch_done)
-    message = await tx.get_message(ref.message_id)
-    if message is not None and await should_notify(tx, message, EventType.MESSAGE_UPDATED):
-        await tx.add_event(new_event_id(), EventType.MESSAGE_UPDATED, message, now)
-    return True
+    async def expire_reports(self) -> int:
+        """Targets `sent` with no final report by their deadline become dlr_timeout."""
+        now = self._now()
+        overdue = await self._store.overdue_reports(now, TIMER_BATCH)
+        for ref in overdue:
+            async with self._store.transaction() as tx:
+                change = Change(TargetStatus.DLR_TIMEOUT)
+                if not await apply_change(tx, ref, change, now, dispatch_done=False):
+                    await tx.clear_dlr_deadline(ref)  # already final: nothing is overdue
+        if overdue:
+            self._on_commit()
+        return len(overdue)
+
+    async def flush_inbound(self) -> int:
+        """Concatenated inbound SMS still missing parts after the wait go out as they are."""
+        now = self._clock.now()
+        waited = later(now, -self._config.inbound.reassembly_wait_s)
+        overdue = await self._store.overdue_inbound(waited, TIMER_BATCH)
+        for key in overdue:
+            async with self._store.transaction() as tx:
+                parts = await tx.take_inbound_parts(key)
+                if parts:
+                    await inbound.receive(tx, key.carrier, inbound.joined(parts), format_time(now))
+        if overdue:
+            self._on_commit()
+        return len(overdue)
+
+
+def _is_final(status: TargetStatus) -> bool:
+    return status in (TargetStatus.DELIVERED, TargetStatus.FAILED)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
+import httpx
 import msgspec
 
+from gateway.clock import Clock
 from gateway.models import TargetStatus
 
 
@@ -19,12 +22,21 @@ class CallbackRequest(msgspec.Struct, frozen=True):
     body: bytes
 
 
+class Concat(msgspec.Struct, frozen=True):
+    """One part of an inbound SMS that the carrier delivers part by part (Vonage)."""
+
+    ref: str  # the carrier's reference shared by all parts of one SMS
+    total: int
+    part: int  # 1-based
+
+
 class InboundSms(msgspec.Struct, frozen=True):
     carrier_message_id: str
     source: str
     destination: str
     text: str
     parts: int | None = None
+    concat: Concat | None = None
 
 
 class DeliveryReport(msgspec.Struct, frozen=True):
@@ -35,11 +47,17 @@ class DeliveryReport(msgspec.Struct, frozen=True):
     parts: int | None = None
 
 
+class Ignored(msgspec.Struct, frozen=True):
+    """An authentic callback that carries nothing to track (e.g. an event type we do not use)."""
+
+    reason: str
+
+
 class Callback(msgspec.Struct, frozen=True):
     """One parsed callback: the key that identifies it for deduplication and what it says."""
 
     idempotency_key: str
-    event: InboundSms | DeliveryReport
+    event: InboundSms | DeliveryReport | Ignored
 
 
 class Ack(msgspec.Struct, frozen=True):
@@ -62,6 +80,18 @@ class SendResult(msgspec.Struct, frozen=True):
     carrier_message_id: str
     parts: int | None = None
     carrier_status: str = ""
+    # Carriers that report each part separately (Vonage) give one id per part; the target is
+    # delivered when every part is, failed when any part fails.
+    part_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CarrierContext:
+    """What an adapter may use: the shared HTTP client, the gateway's address, the clock."""
+
+    http: httpx.AsyncClient
+    public_url: str
+    clock: Clock
 
 
 class Carrier(Protocol):

@@ -25,6 +25,7 @@ from gateway.carriers.base import (
     Ack,
     Callback,
     CallbackRequest,
+    CarrierContext,
     DeliveryReport,
     InboundSms,
     SendResult,
@@ -32,7 +33,12 @@ from gateway.carriers.base import (
 )
 from gateway.clock import Clock
 from gateway.config import SandboxConfig
-from gateway.errors import CarrierPermanentError, CarrierTransientError, MalformedCallback
+from gateway.errors import (
+    CarrierPermanentError,
+    CarrierTransientError,
+    ConfigError,
+    MalformedCallback,
+)
 from gateway.models import TargetStatus
 
 log = logging.getLogger(__name__)
@@ -83,6 +89,14 @@ def signed_callback(
     """The body and X-Sandbox-Signature value for one callback."""
     body = _encoder.encode(event)
     return body, signing.sign_sandbox(secret, int(now_s), body)
+
+
+def from_config(section: msgspec.Struct, context: CarrierContext) -> SandboxCarrier:
+    assert isinstance(section, SandboxConfig)
+    if not section.secret:
+        raise ConfigError("[carriers.sandbox] secret must be set: it signs the callbacks")
+    base_url = section.base_url or context.public_url
+    return SandboxCarrier(section, base_url, context.http)
 
 
 class SandboxCarrier:

@@ -56,6 +56,31 @@ class Attempt(msgspec.Struct, frozen=True):
     response_excerpt: str
 
 
+class InboundKey(msgspec.Struct, frozen=True):
+    """Identifies the parts of one concatenated inbound SMS."""
+
+    carrier: str
+    source: str
+    destination: str
+    concat_ref: str
+
+
+class InboundPart(msgspec.Struct, frozen=True):
+    carrier: str
+    source: str
+    destination: str
+    concat_ref: str
+    part: int
+    total: int
+    text: str
+    carrier_message_id: str
+    tm_create: str
+
+    @property
+    def key(self) -> InboundKey:
+        return InboundKey(self.carrier, self.source, self.destination, self.concat_ref)
+
+
 class PendingReport(msgspec.Struct, frozen=True):
     """A delivery report that arrived before the send that it reports was recorded."""
 

@@ -123,4 +123,30 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX webhook_attempts_event ON webhook_attempts (outbox_seq)
     """,
+    """
+    ALTER TABLE targets ADD COLUMN dlr_deadline_at TEXT;
+    CREATE INDEX targets_dlr_due ON targets (dlr_deadline_at) WHERE dlr_deadline_at IS NOT NULL;
+    CREATE TABLE target_parts (
+        carrier TEXT NOT NULL,
+        carrier_message_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        PRIMARY KEY (carrier, carrier_message_id)
+    );
+    CREATE INDEX target_parts_target ON target_parts (message_id, idx);
+    CREATE TABLE inbound_parts (
+        carrier TEXT NOT NULL,
+        source TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        concat_ref TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        carrier_message_id TEXT NOT NULL,
+        tm_create TEXT NOT NULL,
+        PRIMARY KEY (carrier, source, destination, concat_ref, part)
+    );
+    CREATE INDEX inbound_parts_age ON inbound_parts (tm_create)
+    """,
 )

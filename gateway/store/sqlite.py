@@ -24,7 +24,9 @@ from gateway.models import Customer, Message, Number
 from gateway.store.records import (
     Attempt,
     DispatchJob,
+    InboundKey,
     OutboxEvent,
+    TargetRef,
     customer_from,
     dispatch_job_from,
     outbox_event_from,
@@ -214,6 +216,27 @@ class Store:
                 [(lease_until, row["message_id"], row["idx"]) for row in rows],
             )
         return [dispatch_job_from(row) for row in rows]
+
+    async def overdue_reports(self, now: str, limit: int) -> list[TargetRef]:
+        """Targets still `sent` whose final report is overdue."""
+        async with self.reading() as tx:
+            rows = await tx.all(
+                "SELECT message_id, idx FROM targets WHERE dlr_deadline_at <= ? "
+                "ORDER BY dlr_deadline_at LIMIT ?",
+                (now, limit),
+            )
+        return [TargetRef(row["message_id"], row["idx"]) for row in rows]
+
+    async def overdue_inbound(self, created_before: str, limit: int) -> list[InboundKey]:
+        """Concatenated inbound SMS whose first part came before `created_before`."""
+        async with self.reading() as tx:
+            rows = await tx.all(
+                "SELECT carrier, source, destination, concat_ref FROM inbound_parts "
+                "GROUP BY carrier, source, destination, concat_ref "
+                "HAVING MIN(tm_create) <= ? LIMIT ?",
+                (created_before, limit),
+            )
+        return [msgspec.convert(dict(row), InboundKey) for row in rows]
 
     # Webhook outbox --------------------------------------------------------------------------
 

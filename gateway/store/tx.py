@@ -12,6 +12,8 @@ import msgspec
 from gateway.errors import StoreError
 from gateway.models import Customer, EventType, Message, Number, Target, WebhookEvent
 from gateway.store.records import (
+    InboundKey,
+    InboundPart,
     PendingReport,
     TargetRef,
     customer_from,
@@ -138,11 +140,19 @@ class Tx:
             ],
         )
 
-    async def update_target(self, ref: TargetRef, target: Target, *, dispatch_done: bool) -> None:
-        """Write a target's status fields; `dispatch_done` takes it off the send queue."""
+    async def update_target(
+        self,
+        ref: TargetRef,
+        target: Target,
+        *,
+        dispatch_done: bool,
+        dlr_deadline_at: str | None = None,
+    ) -> None:
+        """Write a target's status fields; `dispatch_done` takes it off the send queue, and
+        `dlr_deadline_at` is when a missing final report makes it dlr_timeout (None: never)."""
         sql = (
             "UPDATE targets SET status = ?, parts = ?, tm_update = ?, carrier_status = ?, "
-            "error_code = ?"
+            "error_code = ?, dlr_deadline_at = ?"
         )
         if dispatch_done:
             sql += ", next_send_at = NULL, lease_until = NULL"
@@ -154,6 +164,7 @@ class Tx:
                 target.tm_update,
                 target.carrier_status,
                 target.error_code,
+                dlr_deadline_at,
                 ref.message_id,
                 ref.idx,
             ),
@@ -166,6 +177,12 @@ class Tx:
         await self.execute(
             "UPDATE targets SET next_send_at = NULL, lease_until = NULL "
             "WHERE message_id = ? AND idx = ?",
+            (ref.message_id, ref.idx),
+        )
+
+    async def clear_dlr_deadline(self, ref: TargetRef) -> None:
+        await self.execute(
+            "UPDATE targets SET dlr_deadline_at = NULL WHERE message_id = ? AND idx = ?",
             (ref.message_id, ref.idx),
         )
 
@@ -186,6 +203,62 @@ class Tx:
             "UPDATE targets SET carrier_message_id = ? WHERE message_id = ? AND idx = ?",
             (carrier_message_id, ref.message_id, ref.idx),
         )
+
+    async def add_target_parts(self, carrier: str, part_ids: Sequence[str], ref: TargetRef) -> None:
+        """The ids of a target's parts, each reported on separately; all start `sent`."""
+        await self.executemany(
+            "INSERT OR IGNORE INTO target_parts (carrier, carrier_message_id, message_id, idx, "
+            "status) VALUES (?, ?, ?, ?, 'sent')",
+            [(carrier, part_id, ref.message_id, ref.idx) for part_id in part_ids],
+        )
+
+    async def set_part_status(self, carrier: str, part_id: str, status: str) -> list[str] | None:
+        """Record one part's status; the statuses of all the target's parts, or None when the
+        id is not a part of a multi-part target."""
+        row = await self.one(
+            "UPDATE target_parts SET status = ? WHERE carrier = ? AND carrier_message_id = ? "
+            "RETURNING message_id, idx",
+            (status, carrier, part_id),
+        )
+        if row is None:
+            return None
+        rows = await self.all(
+            "SELECT status FROM target_parts WHERE message_id = ? AND idx = ?",
+            (row["message_id"], row["idx"]),
+        )
+        return [str(r["status"]) for r in rows]
+
+    async def part_status(self, carrier: str, part_id: str) -> str | None:
+        row = await self.one(
+            "SELECT status FROM target_parts WHERE carrier = ? AND carrier_message_id = ?",
+            (carrier, part_id),
+        )
+        return str(row["status"]) if row else None
+
+    async def add_inbound_part(self, part: InboundPart) -> int:
+        """Keep one part of a concatenated inbound SMS; how many of its parts are here now."""
+        await self.execute(
+            "INSERT OR IGNORE INTO inbound_parts (carrier, source, destination, concat_ref, part, "
+            "total, text, carrier_message_id, tm_create) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (part.carrier, part.source, part.destination, part.concat_ref, part.part, part.total,
+             part.text, part.carrier_message_id, part.tm_create),
+        )  # fmt: skip
+        row = await self.one(
+            "SELECT COUNT(*) AS n FROM inbound_parts WHERE carrier = ? AND source = ? "
+            "AND destination = ? AND concat_ref = ?",
+            (part.carrier, part.source, part.destination, part.concat_ref),
+        )
+        return int(row["n"]) if row else 0
+
+    async def take_inbound_parts(self, key: InboundKey) -> list[InboundPart]:
+        """Remove and return the parts of one inbound SMS, in part order."""
+        rows = await self.all(
+            "DELETE FROM inbound_parts WHERE carrier = ? AND source = ? AND destination = ? "
+            "AND concat_ref = ? RETURNING *",
+            (key.carrier, key.source, key.destination, key.concat_ref),
+        )
+        parts = [msgspec.convert(dict(row), InboundPart) for row in rows]
+        return sorted(parts, key=lambda part: part.part)
 
     async def mark_deleted(self, message_id: str, now: str) -> None:
         await self.execute(

@@ -1,0 +1,76 @@
+"""Applying a status change to one target: forward only, with its message_updated event."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from gateway.events import new_event_id, should_notify
+from gateway.models import EventType, TargetStatus, advance_status
+from gateway.store import TargetRef, Tx
+
+
+class Outcome(enum.StrEnum):
+    """What a callback did; also the `outcome` label of the callback metric."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"  # a report that would move a status backwards, or repeats one
+    UNROUTED = "unrouted"  # inbound SMS to a number nobody owns, kept for the operator
+    EARLY = "early"  # a report for a send not yet recorded, applied once it is
+    BUFFERED = "buffered"  # one part of a concatenated inbound SMS, waiting for the rest
+    IGNORED = "ignored"  # an authentic callback with nothing to track
+
+
+class Change(msgspec.Struct, frozen=True):
+    status: TargetStatus
+    carrier_status: str = ""
+    error_code: str = ""
+    parts: int | None = None
+
+
+async def apply_change(
+    tx: Tx,
+    ref: TargetRef,
+    change: Change,
+    now: str,
+    *,
+    dispatch_done: bool,
+    dlr_deadline_at: str | None = None,
+) -> bool:
+    """Move a target forward (never back) and queue message_updated; False if nothing moved.
+
+    `dlr_deadline_at` applies when the target becomes `sent`: when its final report is due.
+    """
+    target = await tx.get_target(ref)
+    if target is None:
+        return False
+    status = advance_status(target.status, change.status)
+    if status is None:
+        if dispatch_done:
+            await tx.clear_dispatch(ref)
+        return False
+    updated = msgspec.structs.replace(
+        target,
+        status=status,
+        tm_update=now,
+        carrier_status=change.carrier_status or target.carrier_status,
+        error_code=change.error_code or target.error_code,
+        parts=change.parts or target.parts,
+    )
+    deadline = dlr_deadline_at if status is TargetStatus.SENT else None
+    await tx.update_target(ref, updated, dispatch_done=dispatch_done, dlr_deadline_at=deadline)
+    message = await tx.get_message(ref.message_id)
+    if message is not None and await should_notify(tx, message, EventType.MESSAGE_UPDATED):
+        await tx.add_event(new_event_id(), EventType.MESSAGE_UPDATED, message, now)
+    return True
+
+
+def aggregate_parts(statuses: list[str]) -> TargetStatus | None:
+    """A multi-part target: failed when any part failed, delivered when all are, else no news."""
+    if TargetStatus.FAILED.value in statuses:
+        return TargetStatus.FAILED
+    if statuses and all(status == TargetStatus.DELIVERED.value for status in statuses):
+        return TargetStatus.DELIVERED
+    return None
