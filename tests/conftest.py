@@ -82,6 +82,8 @@ def make_config(db_path: Path, public_url: str, **sections: dict[str, Any]) -> C
     for name, values in sections.items():
         if name == "sandbox":
             raw["carriers"]["sandbox"].update(values)
+        elif name == "carriers":  # more carrier sections, e.g. carriers={"twilio": {...}}
+            raw["carriers"].update(values)
         else:
             raw.setdefault(name, {}).update(values)
     return config_from_mapping(raw, environ={})
@@ -118,7 +120,11 @@ class GatewayServer(ServedApp):
         await super().stop()
 
     async def add_tenant(
-        self, number: str, webhook_uri: str = "", webhook_method: str = "POST"
+        self,
+        number: str,
+        webhook_uri: str = "",
+        webhook_method: str = "POST",
+        carrier: str = "sandbox",
     ) -> Tenant:
         now = format_time(self.clock.now())
         customer = Customer(
@@ -126,7 +132,7 @@ class GatewayServer(ServedApp):
         )
         store = self.gateway.store
         await store.create_customer(customer)
-        await store.add_number(Number(number, customer.id, "sandbox", now))
+        await store.add_number(Number(number, customer.id, carrier, now))
         key, key_hash = new_access_key()
         await store.add_access_key(key_hash, customer.id, now)
         token = issue_token(JWT_SECRET, customer.id, 1.0, self.clock)
@@ -266,3 +272,57 @@ async def customer_endpoint() -> AsyncIterator[CustomerEndpoint]:
     await endpoint.served.start()
     yield endpoint
     await endpoint.served.stop()
+
+
+# Fake carrier APIs ------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b"{}"
+    content_type: str = "application/json"
+
+
+@dataclass
+class FakeCarrierApi:
+    """A carrier's REST API on 127.0.0.1: records every request, answers from a script."""
+
+    replies: list[Reply] = field(default_factory=list)  # answered in order, then `default`
+    default: Reply = field(default_factory=Reply)
+    received: list[Received] = field(default_factory=list)
+    served: ServedApp | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self.served is not None
+        return self.served.url
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        path = scope["path"] + (
+            "?" + scope["query_string"].decode() if scope["query_string"] else ""
+        )
+        self.received.append(Received(scope["method"], path, headers, body))
+        reply = self.replies.pop(0) if self.replies else self.default
+        await send({"type": "http.response.start", "status": reply.status,
+                    "headers": [(b"content-type", reply.content_type.encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": reply.body})
+
+
+@pytest.fixture
+async def fake_carrier_api() -> AsyncIterator[FakeCarrierApi]:
+    api = FakeCarrierApi()
+    api.served = ServedApp(api, free_socket())
+    await api.served.start()
+    yield api
+    await api.served.stop()
