@@ -51,12 +51,15 @@ async def apply_change(
         if dispatch_done:
             await tx.clear_dispatch(ref)
         return False
+    # A carrier's report speaks for itself: its code replaces an earlier one (a delivered after an
+    # "unknown, code 1" has no error). A gateway timer's change keeps the carrier's last words.
+    reported = bool(change.carrier_status)
     updated = msgspec.structs.replace(
         target,
         status=status,
         tm_update=now,
-        carrier_status=change.carrier_status or target.carrier_status,
-        error_code=change.error_code or target.error_code,
+        carrier_status=change.carrier_status if reported else target.carrier_status,
+        error_code=change.error_code if reported else target.error_code,
         parts=change.parts or target.parts,
     )
     deadline = dlr_deadline_at if status is TargetStatus.SENT else None
@@ -68,9 +71,15 @@ async def apply_change(
 
 
 def aggregate_parts(statuses: list[str]) -> TargetStatus | None:
-    """A multi-part target: failed when any part failed, delivered when all are, else no news."""
+    """A multi-part target: failed when any part failed, delivered when all are, dlr_timeout when
+    every part has its last word and some said "unknown"; else nothing new yet."""
     if TargetStatus.FAILED.value in statuses:
         return TargetStatus.FAILED
-    if statuses and all(status == TargetStatus.DELIVERED.value for status in statuses):
+    if not statuses:
+        return None
+    if all(status == TargetStatus.DELIVERED.value for status in statuses):
         return TargetStatus.DELIVERED
+    settled = (TargetStatus.DELIVERED.value, TargetStatus.DLR_TIMEOUT.value)
+    if all(status in settled for status in statuses):
+        return TargetStatus.DLR_TIMEOUT
     return None

@@ -11,7 +11,7 @@ from gateway.carriers.base import Callback, DeliveryReport, InboundSms, SendResu
 from gateway.changes import Change, Outcome, aggregate_parts, apply_change
 from gateway.clock import Clock, format_time, later
 from gateway.config import Config
-from gateway.models import TargetStatus
+from gateway.models import TargetStatus, advance_status
 from gateway.store import DispatchJob, PendingReport, Store, TargetRef, Tx
 
 # Per step, how many overdue reports or inbound SMS the timers handle.
@@ -73,9 +73,10 @@ class Tracker:
         part = await tx.part_status(carrier, report.carrier_message_id)
         if part is None:
             return change  # a single-part report
-        if _is_final(TargetStatus(part)) or not _is_final(report.status):
-            return None  # a part's status moves forward too; intermediate reports say nothing
-        statuses = await tx.set_part_status(carrier, report.carrier_message_id, report.status)
+        moved = advance_status(TargetStatus(part), report.status)  # parts move forward too
+        if moved is None:
+            return None
+        statuses = await tx.set_part_status(carrier, report.carrier_message_id, moved)
         status = aggregate_parts(statuses or [])
         if status is None:
             return None
@@ -154,7 +155,3 @@ class Tracker:
         if overdue:
             self._on_commit()
         return len(overdue)
-
-
-def _is_final(status: TargetStatus) -> bool:
-    return status in (TargetStatus.DELIVERED, TargetStatus.FAILED)
