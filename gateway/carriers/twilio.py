@@ -1,0 +1,283 @@
+"""Twilio Programmable Messaging: X-Twilio-Signature, form callbacks and the Messages API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
+
+import httpx
+import msgspec
+
+from gateway.carriers.base import (
+    Ack,
+    Callback,
+    CallbackRequest,
+    CarrierContext,
+    DeliveryReport,
+    Ignored,
+    InboundSms,
+    SendResult,
+    Submission,
+)
+from gateway.config import TwilioConfig
+from gateway.errors import (
+    CarrierPermanentError,
+    CarrierTransientError,
+    ConfigError,
+    InvalidSignature,
+    MalformedCallback,
+)
+from gateway.models import TargetStatus
+
+SIGNATURE_HEADER = "x-twilio-signature"
+BODY_HASH_PARAM = "bodySHA256"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# An empty TwiML answer: "received, reply nothing".
+TWIML_EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+INBOUND_STATUSES = frozenset({"", "received"})
+
+STATUS_MAP: dict[str, TargetStatus] = {
+    "accepted": TargetStatus.SENT,
+    "scheduled": TargetStatus.SENT,
+    "queued": TargetStatus.SENT,
+    "sending": TargetStatus.SENT,
+    "sent": TargetStatus.SENT,
+    "delivered": TargetStatus.DELIVERED,
+    "read": TargetStatus.DELIVERED,
+    "undelivered": TargetStatus.FAILED,
+    "failed": TargetStatus.FAILED,
+    "partially_delivered": TargetStatus.FAILED,
+    "canceled": TargetStatus.FAILED,
+}
+
+Params = list[tuple[str, str]]
+
+
+class InboundForm(msgspec.Struct, frozen=True, rename="pascal"):
+    message_sid: str
+    from_: str
+    to: str
+    body: str = ""
+    num_segments: int | None = None
+
+
+class StatusForm(msgspec.Struct, frozen=True, rename="pascal"):
+    message_sid: str
+    error_code: str = ""
+
+
+class MessageResource(msgspec.Struct, frozen=True):
+    sid: str
+    status: str = ""
+    num_segments: str | None = None  # a string; "0" until a Messaging Service picks a sender
+
+
+class ErrorResource(msgspec.Struct, frozen=True):
+    code: int | None = None
+    message: str = ""
+    more_info: str = ""
+    status: int | None = None
+
+
+_message_decoder = msgspec.json.Decoder(MessageResource)
+_error_decoder = msgspec.json.Decoder(ErrorResource)
+
+
+def from_config(section: msgspec.Struct, context: CarrierContext) -> TwilioCarrier:
+    assert isinstance(section, TwilioConfig)
+    for key in ("account_sid", "auth_token"):
+        if not getattr(section, key):
+            raise ConfigError(f"[carriers.twilio] {key} must be set")
+    return TwilioCarrier(section, context.http)
+
+
+# Signatures ------------------------------------------------------------------------------------
+
+
+def string_to_sign(url: str, params: Iterable[tuple[str, str]]) -> str:
+    """The URL, then name+value of each parameter, sorted and de-duplicated."""
+    # Sorting the de-duplicated pairs orders names, then each name's values, by code point.
+    return url + "".join(name + value for name, value in sorted(set(params)))
+
+
+def signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """X-Twilio-Signature: base64 HMAC-SHA1(auth_token, string_to_sign)."""
+    signed = string_to_sign(url, params).encode()
+    mac = hmac.new(auth_token.encode(), signed, hashlib.sha1).digest()
+    return base64.b64encode(mac).decode()
+
+
+def url_variants(url: str) -> list[str]:
+    """The URL as received, without its port, and with the default port: Twilio signs any."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidSignature("the callback URL has an invalid port") from exc
+    variants = [url]
+    if port is not None:
+        variants.append(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0]).geturl())
+    elif parts.scheme in DEFAULT_PORTS:
+        netloc = f"{parts.netloc}:{DEFAULT_PORTS[parts.scheme]}"
+        variants.append(parts._replace(netloc=netloc).geturl())
+    return variants
+
+
+def signed_params(request: CallbackRequest) -> Params:
+    """The parameters the signature covers: form fields, none for GET or a hashed JSON body."""
+    body_hash = parse_qs(urlsplit(request.url).query).get(BODY_HASH_PARAM)
+    if body_hash is not None:
+        actual = hashlib.sha256(request.body).hexdigest()
+        if not hmac.compare_digest(actual.encode(), body_hash[0].encode()):
+            raise InvalidSignature(f"the body does not match {BODY_HASH_PARAM}")
+        return []
+    if request.method != "POST":
+        return []
+    try:
+        return parse_qsl(request.body.decode(), keep_blank_values=True)
+    except UnicodeDecodeError as exc:
+        raise InvalidSignature("the body is not a form") from exc
+
+
+def verify_request(auth_token: str, request: CallbackRequest) -> None:
+    given = request.headers.get(SIGNATURE_HEADER)
+    if not given:
+        raise InvalidSignature("X-Twilio-Signature is missing")
+    params = signed_params(request)
+    matches = [
+        hmac.compare_digest(given.encode(), signature(auth_token, url, params).encode())
+        for url in url_variants(request.url)
+    ]
+    if not any(matches):
+        raise InvalidSignature("X-Twilio-Signature does not match")
+
+
+# Callbacks -------------------------------------------------------------------------------------
+
+
+def callback_fields(request: CallbackRequest) -> dict[str, str]:
+    """Twilio's parameters: the form body of a POST, the query of a GET."""
+    if BODY_HASH_PARAM in request.query:
+        raise MalformedCallback("a JSON body is not a Twilio messaging callback")
+    if request.method != "POST":
+        return dict(request.query)
+    try:
+        return dict(parse_qsl(request.body.decode(), keep_blank_values=True))
+    except UnicodeDecodeError as exc:
+        raise MalformedCallback("the body is not a form") from exc
+
+
+def parse_callback(request: CallbackRequest) -> Callback:
+    fields = callback_fields(request)
+    status = fields.get("MessageStatus") or fields.get("SmsStatus", "")
+    try:
+        if status in INBOUND_STATUSES:
+            return _inbound(msgspec.convert(fields, InboundForm, strict=False))
+        return _status_report(msgspec.convert(fields, StatusForm, strict=False), status)
+    except msgspec.ValidationError as exc:
+        raise MalformedCallback(f"not a Twilio messaging callback: {exc}") from exc
+
+
+def _inbound(form: InboundForm) -> Callback:
+    parts = form.num_segments if form.num_segments else None
+    sms = InboundSms(form.message_sid, form.from_, form.to, form.body, parts=parts)
+    return Callback(idempotency_key=form.message_sid, event=sms)
+
+
+def _status_report(form: StatusForm, status: str) -> Callback:
+    key = f"{form.message_sid}:{status}"
+    target_status = STATUS_MAP.get(status)
+    if target_status is None:
+        return Callback(key, Ignored(f"Twilio status {status!r} is not tracked"))
+    report = DeliveryReport(form.message_sid, target_status, status, form.error_code)
+    return Callback(key, report)
+
+
+# Send ------------------------------------------------------------------------------------------
+
+
+def build_send_request(
+    config: TwilioConfig, submission: Submission
+) -> tuple[str, dict[str, str], bytes]:
+    """POST .../Accounts/{AccountSid}/Messages.json, form body, HTTP Basic sid:token."""
+    url = (
+        f"{config.base_url.rstrip('/')}/2010-04-01/Accounts/"
+        f"{quote(config.account_sid, safe='')}/Messages.json"
+    )
+    sender = (
+        ("MessagingServiceSid", config.messaging_service_sid)
+        if config.messaging_service_sid
+        else ("From", submission.source)
+    )
+    form = [
+        ("To", submission.destination),
+        sender,
+        ("Body", submission.text),
+        ("StatusCallback", submission.status_callback_url),
+    ]
+    credentials = base64.b64encode(f"{config.account_sid}:{config.auth_token}".encode()).decode()
+    headers = {
+        "authorization": f"Basic {credentials}",
+        "content-type": "application/x-www-form-urlencoded",
+        "accept": "application/json",
+    }
+    return url, headers, urlencode(form).encode()
+
+
+def read_send_response(status_code: int, body: bytes) -> SendResult:
+    if status_code == 429 or status_code >= 500:
+        raise CarrierTransientError(f"Twilio answered {status_code}")
+    if not 200 <= status_code < 300:
+        raise CarrierPermanentError(
+            f"Twilio refused the message ({status_code})", error_code=_error_code(status_code, body)
+        )
+    try:
+        message = _message_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise CarrierTransientError("Twilio answered an unreadable body") from exc
+    segments = message.num_segments or ""
+    parts = int(segments) if segments.isdigit() and int(segments) > 0 else None
+    return SendResult(message.sid, parts=parts, carrier_status=message.status)
+
+
+def _error_code(status_code: int, body: bytes) -> str:
+    """Twilio's own error code (e.g. 21211), else the HTTP status."""
+    try:
+        error = _error_decoder.decode(body)
+    except msgspec.DecodeError:
+        return str(status_code)
+    return str(error.code) if error.code is not None else str(status_code)
+
+
+class TwilioCarrier:
+    name = "twilio"
+    ack = Ack(200, "text/xml", TWIML_EMPTY)
+
+    def __init__(self, config: TwilioConfig, http: httpx.AsyncClient) -> None:
+        self._config = config
+        self._http = http
+
+    def verify(self, request: CallbackRequest, now_s: float) -> None:
+        # Twilio's signature carries no timestamp: there is no replay window to check.
+        verify_request(self._config.auth_token, request)
+
+    def parse(self, request: CallbackRequest) -> Callback:
+        return parse_callback(request)
+
+    async def send(self, submission: Submission, timeout_s: float) -> SendResult:
+        url, headers, body = build_send_request(self._config, submission)
+        try:
+            # asyncio.timeout bounds the whole call, httpx's timeout each phase.
+            async with asyncio.timeout(timeout_s):
+                response = await self._http.post(
+                    url, content=body, headers=headers, timeout=timeout_s
+                )
+        except TimeoutError as exc:
+            raise CarrierTransientError("Twilio did not answer in time") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise CarrierTransientError(f"Twilio unreachable: {type(exc).__name__}") from exc
+        return read_send_response(response.status_code, response.content)
