@@ -1,6 +1,6 @@
 """The MessageBird (legacy REST API) adapter: JWT-signed callbacks, status reports, inbound, send.
 
-Wire format: carriers.md §6 and docs/carriers/messagebird.md. MessageBird writes numbers as
+Wire format: carriers.md §6 and the README's MessageBird section. MessageBird writes numbers as
 digits without `+`; the gateway adds the `+` on the way in and drops it on the way out.
 """
 
