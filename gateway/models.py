@@ -102,6 +102,13 @@ class Customer(msgspec.Struct, frozen=True):
     webhook_method: str
     webhook_secret: str
     tm_create: str
+    # Endpoint health: set when the endpoint answered 410 Gone or kept failing past the window.
+    webhook_disabled_at: str = ""
+    webhook_disabled_reason: str = ""
+    webhook_failing_since: str = ""  # the first failure of the current unbroken run
+    # Rotation: the previous secret signs alongside the current one until it expires.
+    previous_webhook_secret: str = ""
+    previous_secret_expires_at: str = ""
 
 
 class Number(msgspec.Struct, frozen=True):

@@ -148,7 +148,10 @@ def test_customers_create_prints_the_customer(cli: Cli) -> None:
     )
     assert list(customer) == [
         "id", "name", "webhook_uri", "webhook_method", "webhook_secret", "tm_create",
+        "webhook_disabled_at", "webhook_disabled_reason", "webhook_failing_since",
+        "previous_webhook_secret", "previous_secret_expires_at",
     ]  # fmt: skip
+    assert customer["webhook_disabled_at"] == ""
     assert str(uuid.UUID(customer["id"])) == customer["id"]
     assert customer["name"] == "Acme"
     assert customer["webhook_uri"] == "http://127.0.0.1:9/h"

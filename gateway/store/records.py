@@ -54,6 +54,8 @@ class Attempt(msgspec.Struct, frozen=True):
     duration_ms: float
     error: str
     response_excerpt: str
+    # timeout | connection | redirect | http_4xx | http_5xx | blocked | no_endpoint | disabled
+    error_class: str = ""
 
 
 class InboundKey(msgspec.Struct, frozen=True):

@@ -149,4 +149,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbound_parts_age ON inbound_parts (tm_create)
     """,
+    """
+    ALTER TABLE webhook_attempts ADD COLUMN error_class TEXT NOT NULL DEFAULT '';
+    ALTER TABLE customers ADD COLUMN webhook_disabled_at TEXT NOT NULL DEFAULT '';
+    ALTER TABLE customers ADD COLUMN webhook_disabled_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE customers ADD COLUMN webhook_failing_since TEXT NOT NULL DEFAULT '';
+    ALTER TABLE customers ADD COLUMN previous_webhook_secret TEXT NOT NULL DEFAULT '';
+    ALTER TABLE customers ADD COLUMN previous_secret_expires_at TEXT NOT NULL DEFAULT '';
+    CREATE INDEX outbox_customer ON outbox (customer_id, tm_create);
+    CREATE INDEX outbox_failed ON outbox (state, tm_update) WHERE state = 'failed'
+    """,
 )

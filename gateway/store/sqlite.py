@@ -263,8 +263,8 @@ class Store:
         async with self.transaction() as tx:
             await tx.execute(
                 "INSERT INTO webhook_attempts (outbox_seq, attempt_number, trigger, tm_attempt, "
-                "url, status_code, duration_ms, error, response_excerpt) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "url, status_code, duration_ms, error, response_excerpt, error_class) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     attempt.outbox_seq,
                     attempt.attempt_number,
@@ -275,6 +275,7 @@ class Store:
                     attempt.duration_ms,
                     attempt.error,
                     attempt.response_excerpt,
+                    attempt.error_class,
                 ),
             )
             await tx.execute(
