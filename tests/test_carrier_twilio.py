@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,8 @@ AUTH_TOKEN = "test-twilio-auth-token"
 OWN_NUMBER = "+15557654321"
 PEER = "+15551234567"
 SAMPLE_SID = "SM5a8b2c9d6e1f4a3b7c0d9e8f1a2b3c4d"
+SHARED_KEY = "test-webhooks-shared-key-secret"
+SHA256_SETTINGS = "key=webhooks_sharedkey_0123456789abcdef,algorithm=HMAC_SHA256"
 
 
 def sample(name: str) -> bytes:
@@ -157,6 +161,148 @@ def test_a_get_callback_signs_the_url_with_its_query() -> None:
     twilio.verify_request(AUTH_TOKEN, request)
     with pytest.raises(InvalidSignature):
         twilio.verify_request(AUTH_TOKEN, msgspec.structs.replace(request, url=url + "&x=1"))
+
+
+# SharedKey ("Webhooks Rules") signatures ------------------------------------------------------
+
+
+def sha256_signature(key: str, url: str, params: list[tuple[str, str]]) -> str:
+    """Computed independently, as twilio-python 9.x RequestValidator(key).compute_signature(
+    url, params, algorithm="HMAC_SHA256"): URL + each name (sorted) + its sorted unique values."""
+    text = url
+    for name in sorted({n for n, _ in params}):
+        for value in sorted({v for n, v in params if n == name}):
+            text += name + value
+    digest = hmac.new(key.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("utf-8")
+
+
+def shared_key_carrier(http: httpx.AsyncClient, key: str = SHARED_KEY) -> twilio.TwilioCarrier:
+    config = TwilioConfig(ACCOUNT_SID, AUTH_TOKEN, webhook_shared_key=key)
+    return twilio.from_config(config, CarrierContext(http, "https://gw", SystemClock()))
+
+
+def with_settings(request: CallbackRequest, settings: str | None) -> CallbackRequest:
+    headers = dict(request.headers)
+    if settings is not None:
+        headers[twilio.SETTINGS_HEADER] = settings
+    return msgspec.structs.replace(request, headers=headers)
+
+
+def shared_key_request(
+    signed_url: str, params: list[tuple[str, str]], key: str = SHARED_KEY, url: str = ""
+) -> CallbackRequest:
+    request = form_request(url or signed_url, params, sha256_signature(key, signed_url, params))
+    return with_settings(request, SHA256_SETTINGS)
+
+
+REPEATED = [("To", "+15557654321"), ("Body", "b"), ("Body", "a"), ("Body", "a"), ("From", "+1")]
+
+
+async def test_a_shared_key_signature_is_accepted() -> None:
+    url = "https://gateway.example.com/hooks/twilio?x=1"
+    async with httpx.AsyncClient() as http:
+        carrier = shared_key_carrier(http)
+        carrier.verify(shared_key_request(url, REPEATED), now_s=0)
+        # Port variants: signed with the default port, received without it, and the reverse.
+        plain = "https://gateway.example.com/hooks/twilio"
+        with_port = "https://gateway.example.com:443/hooks/twilio"
+        carrier.verify(shared_key_request(with_port, REPEATED, url=plain), now_s=0)
+        carrier.verify(shared_key_request(plain, REPEATED, url=with_port), now_s=0)
+        # The settings header's algorithm name is read as twilio-python does (trimmed, any case).
+        request = shared_key_request(url, REPEATED)
+        carrier.verify(with_settings(request, " key=k , algorithm = hmac_sha256 "), now_s=0)
+
+
+async def test_a_shared_key_signature_over_a_json_body() -> None:
+    body = b'{"MessageSid":"SM1","MessageStatus":"delivered"}'
+    url = f"https://gateway.example.com/hooks/twilio?bodySHA256={hashlib.sha256(body).hexdigest()}"
+    headers = {
+        twilio.SIGNATURE_HEADER: sha256_signature(SHARED_KEY, url, []),
+        twilio.SETTINGS_HEADER: SHA256_SETTINGS,
+    }
+    request = CallbackRequest("POST", url, headers, dict(parse_qsl(url.partition("?")[2])), body)
+    async with httpx.AsyncClient() as http:
+        carrier = shared_key_carrier(http)
+        carrier.verify(request, now_s=0)
+        with pytest.raises(InvalidSignature, match="bodySHA256"):
+            carrier.verify(msgspec.structs.replace(request, body=body + b" "), now_s=0)
+
+
+async def test_shared_key_mismatches_are_refused() -> None:
+    url = "https://gateway.example.com/hooks/twilio"
+    sha1 = form_request(url, REPEATED, twilio.signature(AUTH_TOKEN, url, REPEATED))
+    signed_for_more = shared_key_request(url, [*REPEATED, ("Extra", "1")])
+    refused = [
+        shared_key_request(url, REPEATED, key="wrong-key"),
+        msgspec.structs.replace(signed_for_more, body=urlencode(REPEATED).encode()),
+        # The auth token's SHA-1 signature does not pass where SHA-256 is announced ...
+        with_settings(sha1, SHA256_SETTINGS),
+        # ... nor the auth token under SHA-256, nor the SharedKey's SHA-256 without the header.
+        with_settings(
+            form_request(url, REPEATED, sha256_signature(AUTH_TOKEN, url, REPEATED)),
+            SHA256_SETTINGS,
+        ),
+        form_request(url, REPEATED, sha256_signature(SHARED_KEY, url, REPEATED)),
+    ]
+    async with httpx.AsyncClient() as http:
+        carrier = shared_key_carrier(http)
+        for request in refused:
+            with pytest.raises(InvalidSignature) as info:
+                carrier.verify(request, now_s=0)
+            assert SHARED_KEY not in str(info.value) and AUTH_TOKEN not in str(info.value)
+
+
+async def test_sha256_without_a_configured_shared_key_is_refused(
+    carrier: twilio.TwilioCarrier,
+) -> None:
+    url = "https://gateway.example.com/hooks/twilio"
+    for key in (SHARED_KEY, "", VECTORS["auth_token"]):
+        with pytest.raises(InvalidSignature, match="webhook_shared_key"):
+            carrier.verify(shared_key_request(url, REPEATED, key=key), now_s=0)
+
+
+@pytest.mark.parametrize(
+    "settings", ["key=k,algorithm=HMAC_SHA512", "algorithm=RSA_SHA256", "algorithm=HMAC_SHA256x"]
+)
+async def test_an_unknown_algorithm_is_refused(settings: str) -> None:
+    url = "https://gateway.example.com/hooks/twilio"
+    signature = sha256_signature(SHARED_KEY, url, REPEATED)
+    async with httpx.AsyncClient() as http:
+        carrier = shared_key_carrier(http)
+        with pytest.raises(InvalidSignature, match="unknown algorithm"):
+            carrier.verify(with_settings(form_request(url, REPEATED, signature), settings), 0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        (None, AUTH_TOKEN),  # today's signature, unchanged
+        ("key=k", AUTH_TOKEN),  # no algorithm named: HMAC_SHA1, as twilio-python reads it
+        ("key=k,algorithm=HMAC_SHA1", AUTH_TOKEN),
+        ("key=k,algorithm=HMAC_SHA1", SHARED_KEY),  # a SharedKey announced with SHA-1
+    ],
+)
+async def test_sha1_signatures_still_verify(settings: str | None, key: str) -> None:
+    url = "https://gateway.example.com/hooks/twilio"
+    request = form_request(url, REPEATED, twilio.signature(key, url, REPEATED))
+    async with httpx.AsyncClient() as http:
+        shared_key_carrier(http).verify(with_settings(request, settings), now_s=0)
+
+
+async def test_a_shared_key_sha1_signature_needs_the_header() -> None:
+    url = "https://gateway.example.com/hooks/twilio"
+    request = form_request(url, REPEATED, twilio.signature(SHARED_KEY, url, REPEATED))
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(InvalidSignature, match="does not match"):
+            shared_key_carrier(http).verify(request, now_s=0)
+
+
+def test_the_adapter_signs_sha256_as_twilio_python_does() -> None:
+    url = "https://gateway.example.com/hooks/twilio"
+    expected = sha256_signature(SHARED_KEY, url, REPEATED)
+    assert twilio.signature(SHARED_KEY, url, REPEATED, twilio.HMAC_SHA256) == expected
+    assert expected != twilio.signature(SHARED_KEY, url, REPEATED)
 
 
 # Parsing recorded callbacks ---------------------------------------------------------------------
@@ -543,6 +689,40 @@ async def test_e2e_forged_and_unsigned_callbacks_are_403_and_store_nothing(
     # The forgeries consumed no idempotency key: the genuine callback still counts.
     assert (await post_signed(server, params)).status_code == 200
     assert len(await server.gateway.store.list_messages(tenant.id, 10, None)) == 2
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [(None, 403), ("another-shared-key", 403), (SHARED_KEY, 200)],
+    ids=["no-key-configured", "wrong-key", "right-key"],
+)
+async def test_e2e_shared_key_signed_inbound(
+    start_gateway: ServerFactory,
+    fake_carrier_api: FakeCarrierApi,
+    configured: str | None,
+    expected: int,
+) -> None:
+    section = {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN}
+    if configured is not None:
+        section["webhook_shared_key"] = configured
+    server = await start_gateway(
+        carriers={"twilio": section | {"base_url": fake_carrier_api.base_url}}, run_workers=False
+    )
+    tenant = await server.add_tenant(OWN_NUMBER, carrier="twilio")
+    params = inbound_params()
+    signature = sha256_signature(SHARED_KEY, server.url + "/hooks/twilio", list(params.items()))
+    headers = {twilio.SIGNATURE_HEADER: signature, twilio.SETTINGS_HEADER: SHA256_SETTINGS}
+    response = await server.client.post("/hooks/twilio", data=params, headers=headers)
+    messages = await server.gateway.store.list_messages(tenant.id, 10, None)
+    if expected == 403:
+        assert_error(response, 403, "PERMISSION_DENIED", "INVALID_SIGNATURE")
+        assert SHARED_KEY not in response.text and AUTH_TOKEN not in response.text
+        assert messages == []
+    else:
+        assert response.status_code == 200
+        assert [(m.direction.value, m.text) for m in messages] == [
+            ("inbound", "Hello from Twilio \U0001f44b")
+        ]
 
 
 async def test_e2e_permanent_refusal_fails_the_target_with_twilio_code(

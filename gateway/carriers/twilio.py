@@ -34,6 +34,11 @@ from gateway.errors import (
 from gateway.models import TargetStatus
 
 SIGNATURE_HEADER = "x-twilio-signature"
+# "Webhooks Rules" signing with a SharedKey announces itself: key=<key name>,algorithm=<algorithm>.
+SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
+HMAC_SHA1 = "HMAC_SHA1"
+HMAC_SHA256 = "HMAC_SHA256"
+HASHES = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
 BODY_HASH_PARAM = "bodySHA256"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # An empty TwiML answer: "received, reply nothing".
@@ -104,11 +109,41 @@ def string_to_sign(url: str, params: Iterable[tuple[str, str]]) -> str:
     return url + "".join(name + value for name, value in sorted(set(params)))
 
 
-def signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
-    """X-Twilio-Signature: base64 HMAC-SHA1(auth_token, string_to_sign)."""
+def signature(
+    key: str, url: str, params: Iterable[tuple[str, str]], algorithm: str = HMAC_SHA1
+) -> str:
+    """X-Twilio-Signature: base64 HMAC(key, string_to_sign), SHA-1 or SHA-256."""
     signed = string_to_sign(url, params).encode()
-    mac = hmac.new(auth_token.encode(), signed, hashlib.sha1).digest()
+    mac = hmac.new(key.encode(), signed, HASHES[algorithm]).digest()
     return base64.b64encode(mac).decode()
+
+
+def signature_algorithm(settings: str | None) -> str:
+    """The algorithm the settings header names; no header (or no algorithm) means HMAC_SHA1."""
+    # Parsed as twilio-python's get_signature_algorithm does, names compared upper-cased.
+    for part in (settings or "").split(","):
+        name, separator, value = part.partition("=")
+        if separator and name.strip() == "algorithm" and value.strip():
+            return value.strip().upper()
+    return HMAC_SHA1
+
+
+def signing_keys(
+    request: CallbackRequest, auth_token: str, shared_key: str
+) -> tuple[str, list[str]]:
+    """The algorithm the request announces and the secrets that may have signed it."""
+    settings = request.headers.get(SETTINGS_HEADER)
+    algorithm = signature_algorithm(settings)
+    if algorithm == HMAC_SHA256:
+        if not shared_key:
+            raise InvalidSignature("an HMAC_SHA256 signature needs webhook_shared_key, not set")
+        return algorithm, [shared_key]
+    if algorithm != HMAC_SHA1:
+        raise InvalidSignature("X-Twilio-Webhooks-Signature-Settings names an unknown algorithm")
+    # With the header a SharedKey may sign with SHA-1 too; without it, only the auth token does.
+    if settings is not None and shared_key:
+        return algorithm, [auth_token, shared_key]
+    return algorithm, [auth_token]
 
 
 def url_variants(url: str) -> list[str]:
@@ -143,13 +178,15 @@ def signed_params(request: CallbackRequest) -> Params:
         raise InvalidSignature("the body is not a form") from exc
 
 
-def verify_request(auth_token: str, request: CallbackRequest) -> None:
+def verify_request(auth_token: str, request: CallbackRequest, shared_key: str = "") -> None:
     given = request.headers.get(SIGNATURE_HEADER)
     if not given:
         raise InvalidSignature("X-Twilio-Signature is missing")
+    algorithm, keys = signing_keys(request, auth_token, shared_key)
     params = signed_params(request)
     matches = [
-        hmac.compare_digest(given.encode(), signature(auth_token, url, params).encode())
+        hmac.compare_digest(given.encode(), signature(key, url, params, algorithm).encode())
+        for key in keys
         for url in url_variants(request.url)
     ]
     if not any(matches):
@@ -263,7 +300,7 @@ class TwilioCarrier:
 
     def verify(self, request: CallbackRequest, now_s: float) -> None:
         # Twilio's signature carries no timestamp: there is no replay window to check.
-        verify_request(self._config.auth_token, request)
+        verify_request(self._config.auth_token, request, self._config.webhook_shared_key)
 
     def parse(self, request: CallbackRequest) -> Callback:
         return parse_callback(request)
