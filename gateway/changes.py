@@ -6,7 +6,7 @@ import enum
 
 import msgspec
 
-from gateway.events import new_event_id, should_notify
+from gateway import events
 from gateway.models import EventType, TargetStatus, advance_status
 from gateway.store import TargetRef, Tx
 
@@ -65,8 +65,8 @@ async def apply_change(
     deadline = dlr_deadline_at if status is TargetStatus.SENT else None
     await tx.update_target(ref, updated, dispatch_done=dispatch_done, dlr_deadline_at=deadline)
     message = await tx.get_message(ref.message_id)
-    if message is not None and await should_notify(tx, message, EventType.MESSAGE_UPDATED):
-        await tx.add_event(new_event_id(), EventType.MESSAGE_UPDATED, message, now)
+    if message is not None:
+        await events.notify(tx, EventType.MESSAGE_UPDATED, message, now)
     return True
 
 

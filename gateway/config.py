@@ -54,7 +54,10 @@ class WebhooksConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeout_s: Positive = 15.0
     retry_schedule_s: Delays = (5, 300, 1800, 7200, 18000, 36000, 36000)
     allowed_networks: tuple[str, ...] = ()
-    concurrency: AtLeastOne = 16
+    concurrency: AtLeastOne = 64  # deliveries in flight at once
+    per_endpoint_concurrency: AtLeastOne = 4  # a slow endpoint holds at most this many
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=0.5)] = 0.2  # +-20 % on scheduled delays
+    disable_after_s: Positive = 432000.0  # an endpoint failing this long is disabled (5 days)
     poll_interval_s: Positive = 1.0
 
     def __post_init__(self) -> None:
@@ -88,6 +91,7 @@ class TwilioConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     account_sid: str = ""
     auth_token: str = ""
     messaging_service_sid: str = ""  # send through a Messaging Service instead of `From`
+    webhook_shared_key: str = ""  # SharedKey secret for HMAC_SHA256-signed webhooks (optional)
     base_url: str = "https://api.twilio.com"
 
 

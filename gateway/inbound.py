@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import uuid
 
-from gateway import segments
+from gateway import events, segments
 from gateway.carriers.base import InboundSms
 from gateway.changes import Outcome
-from gateway.events import new_event_id, should_notify
 from gateway.models import Address, Direction, EventType, Message, Target, TargetStatus
 from gateway.store import InboundPart, TargetRef, Tx
 
@@ -66,6 +65,5 @@ async def _create(tx: Tx, carrier: str, sms: InboundSms, now: str) -> Outcome:
     )
     await tx.insert_message(message, next_send_at=None, send_deadline_at=None)
     await tx.add_carrier_ref(carrier, sms.carrier_message_id, TargetRef(message.id, 0))
-    if await should_notify(tx, message, EventType.MESSAGE_CREATED):
-        await tx.add_event(new_event_id(), EventType.MESSAGE_CREATED, message, now)
+    await events.notify(tx, EventType.MESSAGE_CREATED, message, now)
     return Outcome.APPLIED

@@ -9,11 +9,10 @@ from collections.abc import Callable, Collection
 
 import msgspec
 
-from gateway import jsonbody, segments
+from gateway import events, jsonbody, segments
 from gateway.clock import NEVER, Clock, format_time, later, parse_time
 from gateway.config import Config
 from gateway.errors import AlreadyExists, InvalidArgument, NotFound
-from gateway.events import new_event_id, should_notify
 from gateway.models import (
     Address,
     Direction,
@@ -214,8 +213,7 @@ class MessageService:
         return existing
 
     async def _notify(self, tx: Tx, event_type: EventType, message: Message, now: str) -> None:
-        if await should_notify(tx, message, event_type):
-            await tx.add_event(new_event_id(), event_type, message, now)
+        await events.notify(tx, event_type, message, now)
 
     async def list(self, customer_id: str, page_size: int, page_token: str) -> MessagePage:
         before = parse_page_token(page_token)

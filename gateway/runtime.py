@@ -21,6 +21,7 @@ from gateway.metrics import Metrics
 from gateway.ratelimit import TokenBuckets
 from gateway.store import Store
 from gateway.tracking import Tracker
+from gateway.webhook_attempt import Attempter
 from gateway.webhooks import WebhookDeliverer
 from gateway.workers import Wakeup, run_forever
 
@@ -60,9 +61,9 @@ class Gateway:
         self.dispatcher = Dispatcher(
             store, self.tracker, self.carriers, clock, config.dispatch, config.server.public_url
         )
-        self.deliverer = WebhookDeliverer(
-            store, clock, config.webhooks, self.webhook_http, resolver
-        )
+        policy = netguard.NetworkPolicy(config.webhooks.allowed_networks)
+        attempter = Attempter(self.webhook_http, policy, resolver, config.webhooks.timeout_s)
+        self.deliverer = WebhookDeliverer(store, clock, config.webhooks, attempter)
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def _add_carriers(self) -> None:
@@ -103,12 +104,7 @@ class Gateway:
             )
         )
         self._tasks["webhooks"] = asyncio.create_task(
-            run_forever(
-                "webhooks",
-                self.deliverer.run_once,
-                self.webhook_wakeup,
-                self.config.webhooks.poll_interval_s,
-            )
+            self.deliverer.serve(self.webhook_wakeup, self.config.webhooks.poll_interval_s)
         )
 
     def stopped_workers(self) -> list[str]:
@@ -119,6 +115,7 @@ class Gateway:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.deliverer.close()
         if self.simulator is not None:
             await self.simulator.close()
         await self.carrier_http.aclose()

@@ -1,53 +1,30 @@
-"""Customer webhook delivery: claim outbox events, sign, send to the pinned address, retry."""
+"""Customer webhook delivery: claim due outbox events, attempt them, record, schedule retries.
+
+Isolation: deliveries run as separate tasks under a global cap and a cap per endpoint, so a slow
+or dead endpoint holds only its own slots and never delays other customers' deliveries.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from urllib.parse import urlsplit
 
-import httpx
-import msgspec
-
-from gateway import netguard, signing
-from gateway.clock import Clock, format_time, later
+from gateway.clock import Clock, format_time, later, parse_time
 from gateway.config import WebhooksConfig
-from gateway.errors import WebhookAddressBlocked
+from gateway.delivery_policy import Answer, ErrorClass, disable_reason, next_delay_s
+from gateway.errors import StoreError
 from gateway.models import Customer
-from gateway.store import Attempt, OutboxEvent, Store
+from gateway.store import Attempt, EndpointHealth, OutboxEvent, Store
+from gateway.webhook_attempt import Attempter, redacted, signed_headers
+from gateway.workers import Wakeup
 
 log = logging.getLogger(__name__)
 
-RESPONSE_EXCERPT_BYTES = 2048
 LEASE_MARGIN_S = 30.0
-USER_AGENT = "sms-webhook-gateway/0.1"
 
-
-class AttemptResult(msgspec.Struct, frozen=True):
-    status_code: int = 0  # 0 when no HTTP answer came (blocked, refused, timed out)
-    error: str = ""
-    response_excerpt: str = ""
-
-    @property
-    def succeeded(self) -> bool:
-        return 200 <= self.status_code < 300
-
-
-def signed_headers(
-    customer: Customer, event_id: str, timestamp_s: int, body: bytes
-) -> dict[str, str]:
-    """Both signature schemes: VoIPBIN's X-VoIPBIN-Signature and Standard Webhooks."""
-    return {
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "x-voipbin-signature": signing.voipbin_signature(customer.webhook_secret, body),
-        "webhook-id": event_id,
-        "webhook-timestamp": str(timestamp_s),
-        "webhook-signature": signing.sign_standard_webhook(
-            customer.webhook_secret, event_id, timestamp_s, body
-        ),
-    }
+__all__ = ["WebhookDeliverer", "signed_headers"]
 
 
 class WebhookDeliverer:
@@ -56,109 +33,144 @@ class WebhookDeliverer:
         store: Store,
         clock: Clock,
         config: WebhooksConfig,
-        http: httpx.AsyncClient,
-        resolver: netguard.Resolver = netguard.system_resolver,
+        attempter: Attempter,
+        rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._config = config
-        self._http = http
-        self._resolver = resolver
-        self._policy = netguard.NetworkPolicy(config.allowed_networks)
+        self._attempter = attempter
+        self._rng = rng or random.Random()
+        self._in_flight: dict[str, int] = {}  # customer id -> deliveries running
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeup: Wakeup | None = None
 
     async def run_once(self) -> int:
-        """Attempt every event that is due now (each message's oldest first)."""
+        """Start what is due and wait for those deliveries (tests step the worker this way)."""
+        tasks = await self._start_due()
+        await asyncio.gather(*tasks)
+        return len(tasks)
+
+    async def serve(self, wakeup: Wakeup, poll_interval_s: float) -> None:
+        """Keep the pipeline full until cancelled; a finished delivery makes room at once."""
+        self._wakeup = wakeup
+        try:
+            while True:
+                try:
+                    started = await self._start_due()
+                except StoreError as exc:
+                    log.warning("webhooks: database unavailable, retrying: %s", exc)
+                    started = []
+                if not started:
+                    await wakeup.wait(poll_interval_s)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop deliveries in flight; their leases are released at the next start."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _start_due(self) -> list[asyncio.Task[None]]:
+        free = self._config.concurrency - sum(self._in_flight.values())
+        if free <= 0:
+            return []
+        per_endpoint = self._config.per_endpoint_concurrency
+        busy = [c for c, n in self._in_flight.items() if n >= per_endpoint]
         now = self._clock.now()
         lease_until = later(now, self._config.timeout_s + LEASE_MARGIN_S)
         events = await self._store.claim_due_events(
-            format_time(now), lease_until, self._config.concurrency
+            format_time(now), lease_until, free, per_endpoint, busy
         )
-        await asyncio.gather(*(self._deliver(event) for event in events))
-        return len(events)
+        fitting, surplus = self._fit(events)
+        if surplus:
+            await self._store.release_events([event.seq for event in surplus])
+        return [self._start(event) for event in fitting]
+
+    def _fit(self, events: list[OutboxEvent]) -> tuple[list[OutboxEvent], list[OutboxEvent]]:
+        """Split claimed events into those within each endpoint's cap and the rest."""
+        room = dict(self._in_flight)
+        fitting, surplus = [], []
+        for event in events:
+            used = room.get(event.customer_id, 0)
+            if used < self._config.per_endpoint_concurrency:
+                room[event.customer_id] = used + 1
+                fitting.append(event)
+            else:
+                surplus.append(event)
+        return fitting, surplus
+
+    def _start(self, event: OutboxEvent) -> asyncio.Task[None]:
+        customer_id = event.customer_id
+        self._in_flight[customer_id] = self._in_flight.get(customer_id, 0) + 1
+        task = asyncio.create_task(self._deliver(event))
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(customer_id, done))
+        return task
+
+    def _finished(self, customer_id: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._in_flight[customer_id] -= 1
+        if not self._in_flight[customer_id]:
+            del self._in_flight[customer_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook delivery failed", exc_info=task.exception())
+        if self._wakeup is not None:
+            self._wakeup.notify()
 
     async def _deliver(self, event: OutboxEvent) -> None:
         customer = await self._store.get_customer(event.customer_id)
         started = self._clock.now()
         started_s = time.perf_counter()
         if customer is None or not customer.webhook_uri:
-            result = AttemptResult(error="the customer has no webhook_uri")
+            answer = Answer(error_class=ErrorClass.NO_ENDPOINT, error="no webhook_uri is set")
         else:
-            result = await self._attempt(customer, event, int(started.timestamp()))
+            answer = await self._attempter.attempt(
+                customer, event.event_id, event.body, int(started.timestamp())
+            )
         attempt = Attempt(
             outbox_seq=event.seq,
             attempt_number=event.attempts + 1,
             trigger=event.trigger,
             tm_attempt=format_time(started),
-            url=_redacted(customer.webhook_uri if customer else ""),
-            status_code=result.status_code,
+            url=redacted(customer.webhook_uri if customer else ""),
+            status_code=answer.status_code,
             duration_ms=round((time.perf_counter() - started_s) * 1000, 3),
-            error=result.error,
-            response_excerpt=result.response_excerpt,
+            error=answer.error,
+            response_excerpt=answer.response_excerpt,
+            error_class=answer.error_class.value,
         )
-        state, next_attempt_at = self._next_state(event, result)
-        await self._store.finish_attempt(attempt, state, next_attempt_at)
+        state, next_attempt_at = self._next_state(event, answer)
+        health = self._health(customer, answer, attempt.tm_attempt)
+        await self._store.finish_attempt(attempt, state, next_attempt_at, health)
 
-    def _next_state(self, event: OutboxEvent, result: AttemptResult) -> tuple[str, str | None]:
-        if result.succeeded:
+    def _next_state(self, event: OutboxEvent, answer: Answer) -> tuple[str, str | None]:
+        if answer.succeeded:
             return "delivered", None
+        now = self._clock.now()
+        if answer.error_class is ErrorClass.GONE:
+            # The endpoint is being disabled: the event waits, unspent, for it to be re-enabled.
+            return "pending", format_time(now)
         schedule = self._config.retry_schedule_s
         if event.attempts >= len(schedule):
-            log.warning("webhook %s exhausted its retries: %s", event.event_id, result.error)
+            log.warning("webhook %s exhausted its retries: %s", event.event_id, answer.error)
             return "failed", None
-        return "pending", later(self._clock.now(), schedule[event.attempts])
-
-    async def _attempt(self, customer: Customer, event: OutboxEvent, now_s: int) -> AttemptResult:
-        try:
-            pinned = await netguard.pin(customer.webhook_uri, self._policy, self._resolver)
-        except WebhookAddressBlocked as exc:
-            return AttemptResult(error=f"blocked: {exc}")
-        headers = signed_headers(customer, event.event_id, now_s, event.body)
-        headers["host"] = pinned.host_header
-        extensions = {"sni_hostname": pinned.sni_hostname} if pinned.sni_hostname else {}
-        request = self._http.build_request(
-            customer.webhook_method,
-            pinned.url,
-            content=event.body,
-            headers=headers,
-            timeout=self._config.timeout_s,
-            extensions=extensions,
+        delay_s = next_delay_s(
+            schedule[event.attempts], answer, now, self._config.jitter, self._rng
         )
-        try:
-            # The whole exchange, not each phase, must fit in timeout_s: the lease depends on it.
-            async with asyncio.timeout(self._config.timeout_s):
-                return await self._exchange(request)
-        except TimeoutError:
-            return AttemptResult(error="timeout")
+        return "pending", later(now, delay_s)
 
-    async def _exchange(self, request: httpx.Request) -> AttemptResult:
-        try:
-            response = await self._http.send(request, stream=True, follow_redirects=False)
-        except httpx.TimeoutException:
-            return AttemptResult(error="timeout")
-        except httpx.HTTPError as exc:
-            return AttemptResult(error=f"connection: {type(exc).__name__}")
-        try:
-            excerpt = await _read_excerpt(response)
-        finally:
-            await response.aclose()
-        error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-        return AttemptResult(response.status_code, error, excerpt)
-
-
-async def _read_excerpt(response: httpx.Response) -> str:
-    """At most RESPONSE_EXCERPT_BYTES of the answer: a customer cannot make us read more."""
-    taken = bytearray()
-    try:
-        async for chunk in response.aiter_raw():
-            taken += chunk
-            if len(taken) >= RESPONSE_EXCERPT_BYTES:
-                break
-    except httpx.HTTPError:
-        pass
-    return bytes(taken[:RESPONSE_EXCERPT_BYTES]).decode("utf-8", "replace")
-
-
-def _redacted(uri: str) -> str:
-    """The URI without its query: customers sometimes put tokens there."""
-    parts = urlsplit(uri)
-    return parts._replace(query="", fragment="").geturl()
+    def _health(self, customer: Customer | None, answer: Answer, at: str) -> EndpointHealth | None:
+        if customer is None:
+            return None
+        if answer.succeeded:
+            return EndpointHealth(customer.id, True, at)
+        since = customer.webhook_failing_since
+        failing_since = parse_time(since) if since else None
+        reason = disable_reason(
+            answer, failing_since, self._clock.now(), self._config.disable_after_s
+        )
+        if reason:
+            log.warning("webhook endpoint of customer %s disabled: %s", customer.id, reason)
+        return EndpointHealth(customer.id, False, at, reason or "")

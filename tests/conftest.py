@@ -76,7 +76,7 @@ def make_config(db_path: Path, public_url: str, **sections: dict[str, Any]) -> C
         "database": {"path": str(db_path)},
         "auth": {"jwt_secret": JWT_SECRET},
         "api": {"rate_limit_per_s": 0},  # tests that want limits turn them on
-        "webhooks": {"allowed_networks": ["127.0.0.0/8"], "timeout_s": 5},
+        "webhooks": {"allowed_networks": ["127.0.0.0/8"], "timeout_s": 5, "jitter": 0},
         "carriers": {"sandbox": {"secret": SANDBOX_SECRET, "dlr_delay_s": 0.05}},
     }
     for name, values in sections.items():
@@ -220,6 +220,7 @@ class CustomerEndpoint:
     """A real HTTP endpoint on 127.0.0.1 that records requests and answers from a script."""
 
     statuses: list[int] = field(default_factory=list)  # answered in order, then 200
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # sent with every answer
     received: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     served: ServedApp | None = None
@@ -243,7 +244,7 @@ class CustomerEndpoint:
         self.received.append(Received(scope["method"], scope["path"], headers, body))
         self.arrived.set()
         status = self.statuses.pop(0) if self.statuses else 200
-        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.start", "status": status, "headers": self.headers})
         await send({"type": "http.response.body", "body": b"ok"})
 
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:

@@ -58,6 +58,15 @@ class Attempt(msgspec.Struct, frozen=True):
     error_class: str = ""
 
 
+class EndpointHealth(msgspec.Struct, frozen=True):
+    """What one attempt says of a customer's endpoint."""
+
+    customer_id: str
+    succeeded: bool
+    at: str  # the attempt's time
+    disable_reason: str = ""  # set: disable the endpoint now, with this reason
+
+
 class InboundKey(msgspec.Struct, frozen=True):
     """Identifies the parts of one concatenated inbound SMS."""
 

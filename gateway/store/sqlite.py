@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from gateway.models import Customer, Message, Number
 from gateway.store.records import (
     Attempt,
     DispatchJob,
+    EndpointHealth,
     InboundKey,
     OutboxEvent,
     TargetRef,
@@ -33,6 +34,19 @@ from gateway.store.records import (
 )
 from gateway.store.schema import MIGRATIONS
 from gateway.store.tx import Tx
+
+# Only "?" marks are formatted into {busy}; the values are bound.
+_CLAIM_EVENTS = (
+    "WITH heads AS (SELECT o.*, ROW_NUMBER() OVER (PARTITION BY o.customer_id "
+    "ORDER BY o.next_attempt_at, o.seq) AS rank FROM outbox o "
+    "JOIN customers c ON c.id = o.customer_id AND c.webhook_disabled_at = '' "
+    "WHERE o.state = 'pending' AND o.next_attempt_at <= ? "
+    "AND (o.lease_until IS NULL OR o.lease_until <= ?) "
+    "AND o.customer_id NOT IN ({busy}) "
+    "AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.message_id = o.message_id "
+    "AND p.state = 'pending')) "
+    "SELECT * FROM heads WHERE rank <= ? ORDER BY next_attempt_at, seq LIMIT ?"
+)
 
 
 class Store:
@@ -240,15 +254,16 @@ class Store:
 
     # Webhook outbox --------------------------------------------------------------------------
 
-    async def claim_due_events(self, now: str, lease_until: str, limit: int) -> list[OutboxEvent]:
-        """The oldest pending event of each message, when due; later events wait behind it."""
+    async def claim_due_events(
+        self, now: str, lease_until: str, limit: int, per_customer: int, busy: Collection[str]
+    ) -> list[OutboxEvent]:
+        """Due events to attempt, leased: each message's oldest pending event only (order), at
+        most `per_customer` per endpoint, none for `busy` or disabled endpoints (isolation)."""
+        marks = ",".join("?" * len(busy))
         async with self.transaction() as tx:
             rows = await tx.all(
-                "SELECT o.* FROM outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= ? "
-                "AND (o.lease_until IS NULL OR o.lease_until <= ?) "
-                "AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.message_id = o.message_id "
-                "AND p.state = 'pending') ORDER BY o.next_attempt_at, o.seq LIMIT ?",
-                (now, now, limit),
+                _CLAIM_EVENTS.format(busy=marks),
+                (now, now, *busy, per_customer, limit),
             )
             await tx.executemany(
                 "UPDATE outbox SET lease_until = ? WHERE seq = ?",
@@ -256,11 +271,25 @@ class Store:
             )
         return [outbox_event_from(row) for row in rows]
 
-    async def finish_attempt(
-        self, attempt: Attempt, state: str, next_attempt_at: str | None
-    ) -> None:
-        """Record one attempt and the event's new state (pending with a next time, or final)."""
+    async def release_events(self, seqs: Collection[int]) -> None:
+        """Give claimed events back unattempted (the worker had no room for them after all)."""
         async with self.transaction() as tx:
+            await tx.executemany(
+                "UPDATE outbox SET lease_until = NULL WHERE seq = ?", [(seq,) for seq in seqs]
+            )
+
+    async def finish_attempt(
+        self,
+        attempt: Attempt,
+        state: str,
+        next_attempt_at: str | None,
+        health: EndpointHealth | None = None,
+    ) -> None:
+        """Record one attempt, the event's new state (pending with a next time, or final) and
+        what it says of the endpoint's health."""
+        async with self.transaction() as tx:
+            if health is not None:
+                await tx.record_endpoint_health(health)
             await tx.execute(
                 "INSERT INTO webhook_attempts (outbox_seq, attempt_number, trigger, tm_attempt, "
                 "url, status_code, duration_ms, error, response_excerpt, error_class) "
@@ -280,7 +309,8 @@ class Store:
             )
             await tx.execute(
                 "UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt_at = ?, "
-                "lease_until = NULL, last_error = ?, tm_update = ? WHERE seq = ?",
+                "lease_until = NULL, last_error = ?, tm_update = ?, trigger = 'scheduled' "
+                "WHERE seq = ?",
                 (
                     state,
                     next_attempt_at or NEVER,

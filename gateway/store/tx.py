@@ -10,8 +10,9 @@ import aiosqlite
 import msgspec
 
 from gateway.errors import StoreError
-from gateway.models import Customer, EventType, Message, Number, Target, WebhookEvent
+from gateway.models import Customer, EventType, Message, Number, Target
 from gateway.store.records import (
+    EndpointHealth,
     InboundKey,
     InboundPart,
     PendingReport,
@@ -260,6 +261,26 @@ class Tx:
         parts = [msgspec.convert(dict(row), InboundPart) for row in rows]
         return sorted(parts, key=lambda part: part.part)
 
+    async def record_endpoint_health(self, health: EndpointHealth) -> None:
+        """A success ends a run of failures; a failure starts one; a reason disables."""
+        if health.succeeded:
+            await self.execute(
+                "UPDATE customers SET webhook_failing_since = '' WHERE id = ?",
+                (health.customer_id,),
+            )
+            return
+        await self.execute(
+            "UPDATE customers SET webhook_failing_since = ? "
+            "WHERE id = ? AND webhook_failing_since = ''",
+            (health.at, health.customer_id),
+        )
+        if health.disable_reason:
+            await self.execute(
+                "UPDATE customers SET webhook_disabled_at = ?, webhook_disabled_reason = ? "
+                "WHERE id = ?",
+                (health.at, health.disable_reason, health.customer_id),
+            )
+
     async def mark_deleted(self, message_id: str, now: str) -> None:
         await self.execute(
             "UPDATE messages SET tm_update = ?, tm_delete = ? WHERE id = ?", (now, now, message_id)
@@ -333,9 +354,8 @@ class Tx:
         return None
 
     async def add_event(
-        self, event_id: str, event_type: EventType, message: Message, now: str
+        self, event_id: str, event_type: EventType, message: Message, body: bytes, now: str
     ) -> None:
-        body = _encoder.encode(WebhookEvent(type=event_type, data=message))
         await self.execute(
             "INSERT INTO outbox (event_id, customer_id, message_id, event_type, body, state, "
             "attempts, next_attempt_at, trigger, tm_create, tm_update, last_error) "

@@ -1,0 +1,113 @@
+"""One webhook attempt: pin the checked address, sign, send, read a bounded answer."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import httpx
+
+from gateway import netguard, signing
+from gateway.clock import parse_time
+from gateway.delivery_policy import Answer, ErrorClass, classify
+from gateway.errors import WebhookAddressBlocked
+from gateway.models import Customer
+
+RESPONSE_EXCERPT_BYTES = 2048
+USER_AGENT = "sms-webhook-gateway/0.1"
+
+
+def signatures(customer: Customer, event_id: str, timestamp_s: int, body: bytes) -> str:
+    """`webhook-signature`: the current secret, and the previous one while it is still valid
+    (rotation: receivers that still hold the old secret keep verifying)."""
+    entries = [signing.sign_standard_webhook(customer.webhook_secret, event_id, timestamp_s, body)]
+    previous = customer.previous_webhook_secret
+    expires = customer.previous_secret_expires_at
+    if previous and expires and parse_time(expires).timestamp() > timestamp_s:
+        entries.append(signing.sign_standard_webhook(previous, event_id, timestamp_s, body))
+    return " ".join(entries)
+
+
+def signed_headers(
+    customer: Customer, event_id: str, timestamp_s: int, body: bytes
+) -> dict[str, str]:
+    """Both signature schemes: VoIPBIN's X-VoIPBIN-Signature and Standard Webhooks."""
+    return {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "x-voipbin-signature": signing.voipbin_signature(customer.webhook_secret, body),
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp_s),
+        "webhook-signature": signatures(customer, event_id, timestamp_s, body),
+    }
+
+
+class Attempter:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        policy: netguard.NetworkPolicy,
+        resolver: netguard.Resolver,
+        timeout_s: float,
+    ) -> None:
+        self._http = http
+        self._policy = policy
+        self._resolver = resolver
+        self._timeout_s = timeout_s
+
+    async def attempt(self, customer: Customer, event_id: str, body: bytes, now_s: int) -> Answer:
+        try:
+            pinned = await netguard.pin(customer.webhook_uri, self._policy, self._resolver)
+        except WebhookAddressBlocked as exc:
+            return Answer(error_class=ErrorClass.BLOCKED, error=f"blocked: {exc}")
+        headers = signed_headers(customer, event_id, now_s, body)
+        headers["host"] = pinned.host_header
+        extensions = {"sni_hostname": pinned.sni_hostname} if pinned.sni_hostname else {}
+        request = self._http.build_request(
+            customer.webhook_method, pinned.url, content=body, headers=headers,
+            timeout=self._timeout_s, extensions=extensions,
+        )  # fmt: skip
+        try:
+            # The whole exchange, not each phase, must fit in timeout_s: the lease depends on it.
+            async with asyncio.timeout(self._timeout_s):
+                return await self._exchange(request)
+        except TimeoutError:
+            return Answer(error_class=ErrorClass.TIMEOUT, error="timeout")
+
+    async def _exchange(self, request: httpx.Request) -> Answer:
+        try:
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+        except httpx.TimeoutException:
+            return Answer(error_class=ErrorClass.TIMEOUT, error="timeout")
+        except httpx.HTTPError as exc:
+            return Answer(
+                error_class=ErrorClass.CONNECTION, error=f"connection: {type(exc).__name__}"
+            )
+        try:
+            excerpt = await _read_excerpt(response)
+        finally:
+            await response.aclose()
+        status = response.status_code
+        error_class = classify(status)
+        error = "" if error_class is ErrorClass.NONE else f"HTTP {status}"
+        retry_after = response.headers.get("retry-after", "")
+        return Answer(status, error_class, error, excerpt, retry_after)
+
+
+async def _read_excerpt(response: httpx.Response) -> str:
+    """At most RESPONSE_EXCERPT_BYTES of the answer: a customer cannot make us read more."""
+    taken = bytearray()
+    try:
+        async for chunk in response.aiter_raw():
+            taken += chunk
+            if len(taken) >= RESPONSE_EXCERPT_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    return bytes(taken[:RESPONSE_EXCERPT_BYTES]).decode("utf-8", "replace")
+
+
+def redacted(uri: str) -> str:
+    """The URI without its query: customers sometimes put tokens there."""
+    parts = urlsplit(uri)
+    return parts._replace(query="", fragment="").geturl()

@@ -1,0 +1,266 @@
+"""Svix-level delivery rules: 410, Retry-After, overload penalties, jitter, auto-disable,
+isolation of a dead endpoint, and signing with a rotated secret."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from gateway.clock import ManualClock, format_time
+from gateway.delivery_policy import Answer, ErrorClass, next_delay_s, retry_after_s
+from gateway.models import Customer
+from gateway.signing import generate_webhook_secret
+from gateway.webhook_attempt import signatures
+from tests.conftest import (
+    CustomerEndpoint,
+    GatewayServer,
+    ServedApp,
+    ServerFactory,
+    Tenant,
+    eventually,
+    free_socket,
+)
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+async def setup(
+    start_gateway: ServerFactory, endpoint: CustomerEndpoint, **webhooks: Any
+) -> tuple[GatewayServer, ManualClock, Tenant]:
+    clock = ManualClock(START)
+    server = await start_gateway(clock=clock, run_workers=False, webhooks=webhooks)
+    tenant = await server.add_tenant("+15550000001", webhook_uri=endpoint.url)
+    return server, clock, tenant
+
+
+async def send(server: GatewayServer, tenant: Tenant) -> str:
+    return str((await server.send(tenant, ["+15550000002"])).json()["id"])
+
+
+async def customer(server: GatewayServer, tenant: Tenant) -> Customer:
+    found = await server.gateway.store.get_customer(tenant.id)
+    assert found is not None
+    return found
+
+
+async def step(server: GatewayServer) -> int:
+    return await server.gateway.deliverer.run_once()
+
+
+# 410 Gone and auto-disable -----------------------------------------------------------------------
+
+
+async def test_410_disables_the_endpoint_and_its_events_wait(
+    start_gateway: ServerFactory, customer_endpoint: CustomerEndpoint
+) -> None:
+    server, clock, tenant = await setup(start_gateway, customer_endpoint)
+    customer_endpoint.statuses = [410]
+    message_id = await send(server, tenant)
+    assert await step(server) == 1
+    disabled = await customer(server, tenant)
+    assert disabled.webhook_disabled_at == format_time(START)
+    assert "410" in disabled.webhook_disabled_reason
+    await send(server, tenant)
+    clock.advance(3600)
+    assert await step(server) == 0  # nothing goes to a disabled endpoint
+    assert len(customer_endpoint.received) == 1
+    assert await server.gateway.store.outbox_states(message_id) == [
+        ("message_created", "pending", 1)
+    ]
+    async with server.gateway.store.transaction() as tx:  # the operator re-enables it
+        await tx.execute("UPDATE customers SET webhook_disabled_at = '' WHERE id = ?", (tenant.id,))
+    assert await step(server) == 2  # both waiting events, one per message
+    assert len(customer_endpoint.received) == 3
+
+
+async def test_an_endpoint_failing_for_the_whole_window_is_disabled(
+    start_gateway: ServerFactory, customer_endpoint: CustomerEndpoint
+) -> None:
+    server, clock, tenant = await setup(
+        start_gateway, customer_endpoint, disable_after_s=1000, retry_schedule_s=[100] * 20
+    )
+    customer_endpoint.statuses = [500, 500, 200, 500] + [500] * 20
+    await send(server, tenant)
+    await step(server)
+    assert (await customer(server, tenant)).webhook_failing_since == format_time(START)
+    clock.advance(100)
+    await step(server)
+    clock.advance(100)
+    await step(server)  # a success ends the run of failures
+    assert (await customer(server, tenant)).webhook_failing_since == ""
+    await send(server, tenant)
+    await step(server)
+    since = (await customer(server, tenant)).webhook_failing_since
+    assert since == format_time(clock.now())
+    for _ in range(9):
+        clock.advance(100)
+        await step(server)
+        assert (await customer(server, tenant)).webhook_disabled_at == ""
+    clock.advance(100)  # 1000 s of nothing but failures
+    await step(server)
+    disabled = await customer(server, tenant)
+    assert disabled.webhook_disabled_at == format_time(clock.now())
+    assert "failed for" in disabled.webhook_disabled_reason
+
+
+# Retry-After, overload and jitter ---------------------------------------------------------------
+
+
+async def test_retry_after_seconds_stretches_the_wait(
+    start_gateway: ServerFactory, customer_endpoint: CustomerEndpoint
+) -> None:
+    server, clock, tenant = await setup(start_gateway, customer_endpoint)
+    customer_endpoint.statuses = [503]
+    customer_endpoint.headers = [(b"retry-after", b"120")]
+    await send(server, tenant)
+    await step(server)
+    clock.advance(119)
+    assert await step(server) == 0  # the schedule said 5 s; the endpoint asked for 120
+    clock.advance(1)
+    assert await step(server) == 1
+
+
+def test_retry_after_is_seconds_or_an_http_date_and_bounded() -> None:
+    now = START
+    date = email.utils.format_datetime(now + dt.timedelta(seconds=90), usegmt=True)
+    assert retry_after_s("30", now) == 30
+    assert retry_after_s(date, now) == 90
+    assert retry_after_s("soon", now) is None
+    rng = random.Random(1)
+    answer = Answer(503, ErrorClass.HTTP_5XX, "HTTP 503", retry_after="2")
+    assert next_delay_s(300, answer, now, 0, rng) == 300  # never sooner than the schedule
+    huge = Answer(503, ErrorClass.HTTP_5XX, "HTTP 503", retry_after=str(10**9))
+    assert next_delay_s(5, huge, now, 0, rng) == 86400  # never past a day
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [Answer(429, ErrorClass.HTTP_4XX, "HTTP 429"), Answer(0, ErrorClass.TIMEOUT, "timeout")],
+)
+def test_overload_waits_at_least_a_minute(answer: Answer) -> None:
+    rng = random.Random(1)
+    assert next_delay_s(5, answer, START, 0, rng) == 60
+    assert next_delay_s(300, answer, START, 0, rng) == 300
+    other = Answer(500, ErrorClass.HTTP_5XX, "HTTP 500")
+    assert next_delay_s(5, other, START, 0, rng) == 5
+
+
+def test_jitter_spreads_delays_within_twenty_percent() -> None:
+    rng = random.Random(7)
+    answer = Answer(500, ErrorClass.HTTP_5XX, "HTTP 500")
+    delays = [next_delay_s(300, answer, START, 0.2, rng) for _ in range(200)]
+    assert all(240 <= delay <= 360 for delay in delays)
+    assert len(set(delays)) > 150  # spread, so retries of many events do not stampede
+
+
+# Isolation ---------------------------------------------------------------------------------------
+
+
+class DeadEndpoint:
+    """Accepts requests and never answers until released; counts requests in flight."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.served: ServedApp | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.release.wait()
+        finally:
+            self.in_flight -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+async def dead_endpoint() -> AsyncIterator[DeadEndpoint]:
+    dead = DeadEndpoint()
+    dead.served = ServedApp(dead, free_socket())
+    await dead.served.start()
+    yield dead
+    dead.release.set()
+    await dead.served.stop()
+
+
+async def test_a_dead_endpoint_never_holds_back_a_healthy_one(
+    start_gateway: ServerFactory,
+    customer_endpoint: CustomerEndpoint,
+    dead_endpoint: DeadEndpoint,
+) -> None:
+    server = await start_gateway(
+        webhooks={"timeout_s": 30, "per_endpoint_concurrency": 2, "concurrency": 8}
+    )
+    assert dead_endpoint.served is not None
+    dead = await server.add_tenant("+15550000001", webhook_uri=dead_endpoint.served.url + "/h")
+    healthy = await server.add_tenant("+15550000002", webhook_uri=customer_endpoint.url)
+    for _ in range(6):  # queued first, each waiting on the dead endpoint
+        await server.send(dead, ["+15550000003"])
+    for _ in range(10):
+        await server.send(healthy, ["+15550000003"])
+
+    async def all_healthy_created() -> bool:
+        kinds = [r.json()["type"] for r in customer_endpoint.received]
+        return kinds.count("message_created") == 10
+
+    await eventually(all_healthy_created)
+    # The healthy endpoint got everything while the dead one still held its slots, and no more.
+    assert dead_endpoint.in_flight == 2
+    assert dead_endpoint.most_in_flight == 2
+
+
+# Secret rotation ------------------------------------------------------------------------------
+
+
+def rotated(previous_expires: dt.datetime) -> Customer:
+    return Customer(
+        "c", "n", "http://x", "POST", generate_webhook_secret(), format_time(START),
+        previous_webhook_secret=generate_webhook_secret(),
+        previous_secret_expires_at=format_time(previous_expires),
+    )  # fmt: skip
+
+
+def test_a_rotated_secret_signs_alongside_the_old_one_until_it_expires() -> None:
+    now = dt.datetime.now(dt.UTC)
+    customer = rotated(now + dt.timedelta(hours=24))
+    body = msgspec.json.encode({"type": "message_created", "data": {}})
+    timestamp = int(now.timestamp())
+    header = signatures(customer, "msg_1", timestamp, body)
+    assert len(header.split(" ")) == 2
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(timestamp),
+               "webhook-signature": header}  # fmt: skip
+    for secret in (customer.webhook_secret, customer.previous_webhook_secret):
+        Webhook(secret).verify(body, headers)  # the official library, with either secret
+    expired = rotated(now - dt.timedelta(seconds=1))
+    assert len(signatures(expired, "msg_1", timestamp, body).split(" ")) == 1
+
+
+# Payload size ------------------------------------------------------------------------------------
+
+
+def test_an_oversized_event_is_cut_to_the_cap_and_stays_valid_json() -> None:
+    from gateway.events import MAX_PAYLOAD_BYTES, event_body
+    from gateway.models import Address, Direction, EventType, Message
+
+    text = "\u00e9" * 40000  # 80 000 bytes of UTF-8
+    message = Message("m", "c", "sms", Address(), (), text, Direction.INBOUND, format_time(START))
+    body = event_body(EventType.MESSAGE_CREATED, message)
+    assert len(body) <= MAX_PAYLOAD_BYTES
+    data = msgspec.json.decode(body)["data"]
+    assert text.startswith(data["text"])
+    assert len(data["text"]) > 30000
+    small = Message("m", "c", "sms", Address(), (), "hi", Direction.INBOUND, format_time(START))
+    assert msgspec.json.decode(event_body(EventType.MESSAGE_CREATED, small))["data"]["text"] == "hi"
