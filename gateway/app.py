@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import netguard, openapi
+from gateway import deliveries, netguard, openapi
 from gateway.carriers.base import CallbackRequest
 from gateway.clock import Clock
 from gateway.config import Config
@@ -133,6 +133,27 @@ async def delete_message(request: Request) -> Response:
     customer_id = await authenticate(request)
     message = await _gateway(request).messages.delete(customer_id, request.path_params["id"])
     return json_response(message)
+
+
+async def list_deliveries(request: Request) -> Response:
+    customer_id = await authenticate(request)
+    query = deliveries.parse_list_query(customer_id, request.query_params)
+    return json_response(await deliveries.list_page(_gateway(request).store, query))
+
+
+async def get_delivery(request: Request) -> Response:
+    customer_id = await authenticate(request)
+    found = await deliveries.get(_gateway(request).store, customer_id, request.path_params["id"])
+    return json_response(found)
+
+
+async def resend_delivery(request: Request) -> Response:
+    gateway = _gateway(request)
+    customer_id = await authenticate(request)
+    now = gateway.clock.now()
+    delivery = await deliveries.resend(gateway.store, customer_id, request.path_params["id"], now)
+    gateway.webhook_wakeup.notify()  # due now: the worker need not wait for its next poll
+    return json_response(delivery)
 
 
 # Carriers -------------------------------------------------------------------------------------
@@ -266,6 +287,9 @@ ROUTES = [
     Route("/v1.0/messages", list_messages, methods=["GET"]),
     Route("/v1.0/messages/{id}", get_message, methods=["GET"]),
     Route("/v1.0/messages/{id}", delete_message, methods=["DELETE"]),
+    Route("/v1.0/webhook_deliveries", list_deliveries, methods=["GET"]),
+    Route("/v1.0/webhook_deliveries/{id}", get_delivery, methods=["GET"]),
+    Route("/v1.0/webhook_deliveries/{id}/resend", resend_delivery, methods=["POST"]),
     Route("/hooks/{carrier}", carrier_hook, methods=["POST", "GET"]),
     Route("/sandbox/v1/messages", sandbox_submit, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),

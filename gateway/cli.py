@@ -8,22 +8,21 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 
 from gateway import logs, netguard
 from gateway.auth import issue_token, new_access_key
 from gateway.carriers import KNOWN_CARRIERS
 from gateway.carriers.sandbox import SIGNATURE_HEADER, InboundEvent, signed_callback
+from gateway.cli_common import CommandError, print_json, require_customer, with_store
+from gateway.cli_webhooks import add_customer_commands, add_webhook_commands
 from gateway.clock import SystemClock, format_time
 from gateway.config import Config, load_config
 from gateway.errors import (
     ConfigError,
-    GatewayError,
     OwnershipConflict,
     StoreError,
     WebhookAddressBlocked,
@@ -34,27 +33,6 @@ from gateway.signing import generate_webhook_secret
 from gateway.store import Store
 
 WEBHOOK_METHODS = ("POST", "PUT", "GET", "DELETE")
-
-
-class CommandError(GatewayError):
-    """A command cannot do what was asked; the message says why. Exit code 1."""
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
-
-
-async def _with_store(config: Config, work: Callable[[Store], Awaitable[None]]) -> None:
-    store = await Store.open(config.database.path)
-    try:
-        await work(store)
-    finally:
-        await store.close()
-
-
-async def _require_customer(store: Store, customer_id: str) -> None:
-    if await store.get_customer(customer_id) is None:
-        raise CommandError(f"no customer with id {customer_id}")
 
 
 # Commands --------------------------------------------------------------------------------------
@@ -102,15 +80,15 @@ async def cmd_customers_create(config: Config, args: argparse.Namespace) -> None
     async def work(store: Store) -> None:
         await store.create_customer(customer)
 
-    await _with_store(config, work)
-    _print_json(customer)
+    await with_store(config, work)
+    print_json(customer)
 
 
 async def cmd_customers_list(config: Config, args: argparse.Namespace) -> None:
     async def work(store: Store) -> None:
-        _print_json(await store.list_customers())
+        print_json(await store.list_customers())
 
-    await _with_store(config, work)
+    await with_store(config, work)
 
 
 async def cmd_numbers_add(config: Config, args: argparse.Namespace) -> None:
@@ -121,11 +99,11 @@ async def cmd_numbers_add(config: Config, args: argparse.Namespace) -> None:
     number = Number(args.number, args.customer, args.carrier, format_time(SystemClock().now()))
 
     async def work(store: Store) -> None:
-        await _require_customer(store, args.customer)
+        await require_customer(store, args.customer)
         await store.add_number(number)
 
-    await _with_store(config, work)
-    _print_json(number)
+    await with_store(config, work)
+    print_json(number)
 
 
 async def cmd_tokens_issue(config: Config, args: argparse.Namespace) -> None:
@@ -133,9 +111,9 @@ async def cmd_tokens_issue(config: Config, args: argparse.Namespace) -> None:
         raise CommandError("auth.jwt_secret is not set in the config, so no token can be issued")
 
     async def work(store: Store) -> None:
-        await _require_customer(store, args.customer)
+        await require_customer(store, args.customer)
 
-    await _with_store(config, work)
+    await with_store(config, work)
     ttl_hours = config.auth.default_token_ttl_hours if args.ttl_hours is None else args.ttl_hours
     if ttl_hours <= 0:
         raise CommandError("--ttl-hours must be more than 0")
@@ -148,10 +126,10 @@ async def cmd_accesskeys_create(config: Config, args: argparse.Namespace) -> Non
     key, key_hash = new_access_key()
 
     async def work(store: Store) -> None:
-        await _require_customer(store, args.customer)
+        await require_customer(store, args.customer)
         await store.add_access_key(key_hash, args.customer, format_time(SystemClock().now()))
 
-    await _with_store(config, work)
+    await with_store(config, work)
     sys.stdout.write(key + "\n")
 
 
@@ -178,17 +156,7 @@ async def cmd_sandbox_inbound(config: Config, args: argparse.Namespace) -> None:
         ) from exc
     if not response.is_success:
         raise CommandError(f"the gateway refused the SMS: {response.status_code} {response.text}")
-    _print_json({"id": event.id, "from": args.from_, "to": args.to, "status": "accepted"})
-
-
-async def cmd_webhooks_resend(config: Config, args: argparse.Namespace) -> None:
-    async def work(store: Store) -> None:
-        count = await store.requeue_message_events(args.message, format_time(SystemClock().now()))
-        if count == 0:
-            raise CommandError(f"message {args.message} has no webhook events to resend")
-        _print_json({"message_id": args.message, "events_queued": count})
-
-    await _with_store(config, work)
+    print_json({"id": event.id, "from": args.from_, "to": args.to, "status": "accepted"})
 
 
 # Parser ----------------------------------------------------------------------------------------
@@ -222,6 +190,7 @@ def _customer_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     create.add_argument("--webhook-method", default="POST")
     create.set_defaults(run=cmd_customers_create)
     customers.add_parser("list", parents=[common]).set_defaults(run=cmd_customers_list)
+    add_customer_commands(customers, common)
     numbers = groups.add_parser("numbers", help="manage numbers").add_subparsers(
         dest="action", required=True
     )
@@ -248,12 +217,7 @@ def _other_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     inbound.add_argument("--to", required=True)
     inbound.add_argument("--text", required=True)
     inbound.set_defaults(run=cmd_sandbox_inbound)
-    webhooks = groups.add_parser("webhooks").add_subparsers(dest="action", required=True)
-    resend = webhooks.add_parser(
-        "resend", parents=[common], help="deliver a message's events again"
-    )
-    resend.add_argument("--message", required=True)
-    resend.set_defaults(run=cmd_webhooks_resend)
+    add_webhook_commands(groups, common)
 
 
 def main(argv: list[str] | None = None) -> int:

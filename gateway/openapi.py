@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from gateway.carriers.sandbox import SubmitRequest, SubmitResponse
+from gateway.deliveries import STATES, Delivery, DeliveryDetail, DeliveryPage
 from gateway.messages import MAX_DESTINATIONS, MAX_TEXT_CHARS, SendRequest
 from gateway.models import ErrorEnvelope, MessagePage, WebhookEvent
 
@@ -19,6 +20,8 @@ _TIME = (
 )  # days 29-31 left out so every string the pattern admits is a real date
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 PAGE_TOKEN_PATTERN = rf"^$|^{_TIME}(\|{_UUID})?$"
+DELIVERY_ID_PATTERN = r"^msg_[0-9a-f]{32}$"
+DELIVERY_PAGE_TOKEN_PATTERN = rf"^$|^{_TIME}(\|msg_[0-9a-f]{{32}})?$"
 
 _AUTH: list[dict[str, list[str]]] = [
     {"token": []},
@@ -31,7 +34,7 @@ _ERRORS = {
     "400": "INVALID_ARGUMENT: INVALID_JSON_BODY, INVALID_ARGUMENT, INVALID_ID, "
     "INVALID_REQUEST_PARAMETER, SOURCE_NOT_OWNED, CARRIER_NOT_CONFIGURED",
     "401": "UNAUTHENTICATED: AUTHENTICATION_REQUIRED, INVALID_CREDENTIALS",
-    "404": "NOT_FOUND: MESSAGE_NOT_FOUND, NOT_FOUND",
+    "404": "NOT_FOUND: MESSAGE_NOT_FOUND, DELIVERY_NOT_FOUND, NOT_FOUND",
     "409": "ALREADY_EXISTS: IDEMPOTENCY_KEY_REUSED",
     "413": "INVALID_ARGUMENT: BODY_TOO_LARGE",
     "429": "RESOURCE_EXHAUSTED: RATE_LIMIT_EXCEEDED (with a Retry-After header)",
@@ -55,6 +58,19 @@ def _param(name: str, where: str, description: str, schema: dict[str, Any]) -> d
 
 
 _ID = _param("id", "path", "Message id (UUID)", {"type": "string", "format": "uuid"})
+
+_DELIVERY_ID = _param(
+    "id",
+    "path",
+    "Delivery id: the event's webhook-id",
+    {"type": "string", "pattern": DELIVERY_ID_PATTERN},
+)
+_PAGE_SIZE = _param(
+    "page_size",
+    "query",
+    "1-100, default 10; above 100 is treated as 100",
+    {"type": "integer", "minimum": 1},
+)
 
 _CARRIER = _param("carrier", "path", "the carrier's name, e.g. sandbox", {"type": "string"})
 _HOOK_RESPONSES = {
@@ -94,12 +110,7 @@ _PATHS: dict[str, Any] = {
             "summary": "List the caller's messages, newest first",
             "security": _AUTH,
             "parameters": [
-                _param(
-                    "page_size",
-                    "query",
-                    "1-100, default 10; above 100 is treated as 100",
-                    {"type": "integer", "minimum": 1},
-                ),
+                _PAGE_SIZE,
                 _param(
                     "page_token",
                     "query",
@@ -130,6 +141,59 @@ _PATHS: dict[str, Any] = {
             "parameters": [_ID],
             "responses": {
                 "200": _json("Message", "The deleted message"),
+                **_errors("400", "401", "404", "429", "503"),
+            },
+        },
+    },
+    "/v1.0/webhook_deliveries": {
+        "get": {
+            "summary": "List the caller's webhook deliveries (one per event), newest first",
+            "security": _AUTH,
+            "parameters": [
+                _PAGE_SIZE,
+                _param(
+                    "page_token",
+                    "query",
+                    "next_page_token of the previous page, or a tm_create time",
+                    {"type": "string", "pattern": DELIVERY_PAGE_TOKEN_PATTERN},
+                ),
+                _param(
+                    "message_id",
+                    "query",
+                    "Only this message's",
+                    {"type": "string", "format": "uuid"},
+                ),
+                _param(
+                    "state", "query", "Only in this state", {"type": "string", "enum": list(STATES)}
+                ),
+            ],
+            "responses": {
+                "200": _json("DeliveryPage", "One page"),
+                **_errors("400", "401", "429", "503"),
+            },
+        },
+    },
+    "/v1.0/webhook_deliveries/{id}": {
+        "get": {
+            "summary": "Get one delivery with its attempt log, oldest attempt first",
+            "security": _AUTH,
+            "parameters": [_DELIVERY_ID],
+            "responses": {
+                "200": _json("DeliveryDetail", "The delivery and its attempts"),
+                **_errors("400", "401", "404", "429", "503"),
+            },
+        },
+    },
+    "/v1.0/webhook_deliveries/{id}/resend": {
+        "post": {
+            "summary": "Deliver the event again, now, with the same webhook-id",
+            "description": "The delivery becomes `pending` and due at once; its attempts are "
+            "logged with trigger `manual`. A failed delivery gets one more attempt, a pending one "
+            "continues its schedule. Deliveries to a disabled endpoint wait until it is enabled.",
+            "security": _AUTH,
+            "parameters": [_DELIVERY_ID],
+            "responses": {
+                "200": _json("Delivery", "The delivery, now pending"),
                 **_errors("400", "401", "404", "429", "503"),
             },
         },
@@ -196,12 +260,22 @@ _PATHS: dict[str, Any] = {
 }
 
 
+_SCHEMA_TYPES = (
+    MessagePage,
+    SendRequest,
+    ErrorEnvelope,
+    WebhookEvent,
+    SubmitRequest,
+    SubmitResponse,
+    DeliveryPage,
+    Delivery,
+    DeliveryDetail,
+)
+
+
 @functools.cache
 def spec() -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(
-        [MessagePage, SendRequest, ErrorEnvelope, WebhookEvent, SubmitRequest, SubmitResponse],
-        ref_template=_REF,
-    )
+    _, components = msgspec.json.schema_components(_SCHEMA_TYPES, ref_template=_REF)
     _document_send_rules(components)
     return {
         "openapi": "3.1.0",

@@ -1,8 +1,10 @@
 """Storage: the only package that speaks SQL. SQLite is the embedded default."""
 
+from gateway.store.deliveries import DeliveryLog, DeliveryQuery, DeliveryRecord, FailedRange
 from gateway.store.records import (
     Attempt,
     DispatchJob,
+    EndpointHealth,
     InboundKey,
     InboundPart,
     OutboxEvent,
@@ -14,7 +16,12 @@ from gateway.store.tx import Tx
 
 __all__ = [
     "Attempt",
+    "DeliveryLog",
+    "DeliveryQuery",
+    "DeliveryRecord",
     "DispatchJob",
+    "EndpointHealth",
+    "FailedRange",
     "InboundKey",
     "InboundPart",
     "OutboxEvent",
