@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from gateway.cli import main
 from gateway.clock import ManualClock, format_time
+from gateway.signing import voipbin_signature
 from tests.conftest import CustomerEndpoint, GatewayServer, ServerFactory, Tenant
 from tests.test_cli import CLI_JWT_SECRET, write_config
 from tests.test_deliveries_api import (
@@ -288,3 +290,30 @@ async def test_a_disabled_endpoints_deliveries_wait_until_it_is_enabled(setup: S
     await drain(setup.server)
     assert len(setup.endpoint.received) == received + 1
     assert [row["state"] for row in await setup.outbox()] == ["delivered"]
+
+
+async def test_rotate_secret_keeps_the_old_one_signing_for_the_grace_period(
+    start_gateway: ServerFactory,
+    customer_endpoint: CustomerEndpoint,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = await start_gateway(run_workers=False)  # the system clock: the official check
+    tenant = await server.add_tenant(SOURCE, webhook_uri=customer_endpoint.url)
+    old_secret = tenant.customer.webhook_secret
+    config = tmp_path / "rotate.toml"
+    config.write_text(f'[database]\npath = "{server.config.database.path}"\n')
+    argv = ["customers", "rotate-secret", "--customer", tenant.id, "--config", str(config)]
+    assert await asyncio.to_thread(main, argv) == 0
+    rotated = json.loads(capsys.readouterr().out)
+    assert rotated["previous_webhook_secret"] == old_secret
+    assert rotated["webhook_secret"] not in ("", old_secret)
+    assert rotated["previous_secret_expires_at"] > format_time(server.clock.now())
+    await server.send(tenant, [DESTINATION])
+    await server.gateway.deliverer.run_once()
+    [received] = customer_endpoint.received
+    assert len(received.headers["webhook-signature"].split(" ")) == 2
+    for secret in (rotated["webhook_secret"], old_secret):  # either verifies, officially
+        Webhook(secret).verify(received.body, received.headers)
+    new_only = voipbin_signature(rotated["webhook_secret"], received.body)
+    assert received.headers["x-voipbin-signature"] == new_only

@@ -155,6 +155,18 @@ class Store:
             rows = await tx.all("SELECT * FROM customers ORDER BY tm_create, id")
         return [customer_from(row) for row in rows]
 
+    async def rotate_webhook_secret(
+        self, customer_id: str, new_secret: str, previous_expires_at: str
+    ) -> Customer | None:
+        """The new secret signs from now on; the current one keeps signing until it expires."""
+        async with self.transaction() as tx:
+            row = await tx.one(
+                "UPDATE customers SET previous_webhook_secret = webhook_secret, "
+                "previous_secret_expires_at = ?, webhook_secret = ? WHERE id = ? RETURNING *",
+                (previous_expires_at, new_secret, customer_id),
+            )
+        return customer_from(row) if row else None
+
     async def get_customer(self, customer_id: str) -> Customer | None:
         async with self.reading() as tx:
             return await tx.get_customer(customer_id)
