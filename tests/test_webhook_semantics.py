@@ -264,3 +264,59 @@ def test_an_oversized_event_is_cut_to_the_cap_and_stays_valid_json() -> None:
     assert len(data["text"]) > 30000
     small = Message("m", "c", "sms", Address(), (), "hi", Direction.INBOUND, format_time(START))
     assert msgspec.json.decode(event_body(EventType.MESSAGE_CREATED, small))["data"]["text"] == "hi"
+
+
+# The address guard at delivery time -------------------------------------------------------------
+
+
+def resolving(table: dict[str, list[str]]) -> Any:
+    """A resolver that answers from `table` and counts its lookups (DNS is not used in tests)."""
+    calls: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return table[host]
+
+    resolve.calls = calls  # type: ignore[attr-defined]
+    return resolve
+
+
+async def test_a_name_that_resolves_to_a_blocked_address_is_never_contacted(
+    start_gateway: ServerFactory, customer_endpoint: CustomerEndpoint
+) -> None:
+    resolver = resolving({"hooks.customer.example": ["127.0.0.1"]})
+    server = await start_gateway(
+        clock=ManualClock(START), run_workers=False, resolver=resolver,
+        webhooks={"allowed_networks": []},
+    )  # fmt: skip
+    assert customer_endpoint.served is not None
+    port = customer_endpoint.served.port
+    tenant = await server.add_tenant(
+        "+15550000001", webhook_uri=f"http://hooks.customer.example:{port}/hook"
+    )
+    message_id = await send(server, tenant)
+    await step(server)
+    assert customer_endpoint.received == []
+    assert resolver.calls == ["hooks.customer.example"]  # resolved at delivery, by the guard
+    [(_, state, attempts)] = await server.gateway.store.outbox_states(message_id)
+    assert (state, attempts) == ("pending", 1)  # retried on the schedule: DNS may change
+
+
+async def test_delivery_goes_to_the_checked_address_with_the_original_host(
+    start_gateway: ServerFactory, customer_endpoint: CustomerEndpoint
+) -> None:
+    resolver = resolving({"hooks.customer.example": ["127.0.0.1"]})
+    server = await start_gateway(
+        clock=ManualClock(START), run_workers=False, resolver=resolver,
+        webhooks={"allowed_networks": ["127.0.0.0/8"]},
+    )  # fmt: skip
+    assert customer_endpoint.served is not None
+    port = customer_endpoint.served.port
+    tenant = await server.add_tenant(
+        "+15550000001", webhook_uri=f"http://hooks.customer.example:{port}/hook?k=1"
+    )
+    await send(server, tenant)
+    await step(server)
+    [received] = customer_endpoint.received  # it reached 127.0.0.1, the address that was checked
+    assert received.headers["host"] == f"hooks.customer.example:{port}"
+    assert received.path == "/hook"
