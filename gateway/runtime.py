@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Self
 
+import aiohttp
 import httpx
 
 from gateway import netguard
@@ -43,9 +44,11 @@ class Gateway:
         self.clock = clock
         self.metrics = Metrics()
         self.carrier_http = httpx.AsyncClient(follow_redirects=False)
-        self.webhook_http = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=config.webhooks.concurrency * 2),
+        self.webhook_http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=config.webhooks.concurrency),
+            # Bounded per attempt by the deliverer; aiohttp's own 5-minute default is off.
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=False,
         )
         self.dispatch_wakeup = Wakeup()
         self.webhook_wakeup = Wakeup()
@@ -119,5 +122,5 @@ class Gateway:
         if self.simulator is not None:
             await self.simulator.close()
         await self.carrier_http.aclose()
-        await self.webhook_http.aclose()
+        await self.webhook_http.close()
         await self.store.close()
