@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export GATEWAY_JWT_SECRET ?= demo-jwt-secret-not-for-production
 export SANDBOX_SECRET ?= demo-sandbox-secret-not-for-production
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,12 +20,16 @@ run: $(STAMP)
 	$(BIN)/gateway serve --config config.example.toml
 
 test: $(STAMP)
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest: no tests collected" && exit 0; exit $$rc; }
 
+# Benchmarks print figures; they assert nothing (tests assert behaviour).
+bench: $(STAMP)
+	$(BIN)/python bench/delivery.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests
 
 typecheck: $(STAMP)

@@ -1,0 +1,114 @@
+"""Webhook delivery throughput against its ceiling, measured side by side in one run.
+
+Starts a receiver (uvicorn, another process) on 127.0.0.1, then posts the same bodies to it:
+1. the ceiling: a plain aiohttp client, 64 requests in flight;
+2. the gateway: events queued in a fresh SQLite outbox and drained by the real WebhookDeliverer
+   (signing, address guard, attempt log, one commit per attempt).
+Prints events/s and the ratio. Run: `make bench` (or `.venv/bin/python bench/delivery.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import uvloop
+
+from gateway import events
+from gateway.clock import SystemClock, format_time
+from gateway.config import config_from_mapping
+from gateway.models import Address, Customer, Direction, EventType, Message
+from gateway.runtime import Gateway
+from gateway.signing import generate_webhook_secret
+
+EVENTS = 5000
+IN_FLIGHT = 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sample(customer_id: str, now: str) -> Message:
+    return Message(
+        str(uuid.uuid4()), customer_id, "sms", Address("tel", "+15550000001"), (),
+        "hello, this is test message.", Direction.INBOUND, now,
+    )  # fmt: skip
+
+
+async def ceiling(url: str, body: bytes) -> float:
+    limit = asyncio.Semaphore(IN_FLIGHT)
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post() -> None:
+            async with limit, session.post(url, data=body) as response:
+                await response.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(post() for _ in range(EVENTS)))
+        return EVENTS / (time.perf_counter() - started)
+
+
+async def gateway_rate(url: str, folder: Path) -> tuple[float, bytes]:
+    config = config_from_mapping(
+        {"database": {"path": str(folder / "bench.db")},
+         "webhooks": {"allowed_networks": ["127.0.0.0/8"], "concurrency": IN_FLIGHT,
+                      "per_endpoint_concurrency": IN_FLIGHT}},
+        {},
+    )  # fmt: skip
+    gateway = await Gateway.open(config)
+    now = format_time(SystemClock().now())
+    customer = Customer(str(uuid.uuid4()), "bench", url, "POST", generate_webhook_secret(), now)
+    await gateway.store.create_customer(customer)
+    body = b""
+    async with gateway.store.transaction() as tx:
+        for _ in range(EVENTS):
+            message = sample(customer.id, now)
+            body = events.event_body(EventType.MESSAGE_CREATED, message)
+            await tx.add_event(events.new_event_id(), EventType.MESSAGE_CREATED, message, body, now)
+    started = time.perf_counter()
+    delivered = 0
+    while delivered < EVENTS:
+        delivered += await gateway.deliverer.run_once()
+    rate = EVENTS / (time.perf_counter() - started)
+    await gateway.close()
+    return rate, body
+
+
+async def measure(url: str) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        gateway, body = await gateway_rate(url, Path(folder))
+    return await ceiling(url, body), gateway
+
+
+def main() -> None:
+    port = free_port()
+    receiver = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", "uvicorn", "bench.receiver:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        uvloop.install()
+        raw, gateway = asyncio.run(measure(f"http://127.0.0.1:{port}/hook"))
+    finally:
+        receiver.terminate()
+        receiver.wait()
+    print(f"{'delivery (events/s)':<28}{'value':>10}")
+    print(f"{'aiohttp ceiling':<28}{raw:>10.0f}")
+    print(f"{'gateway deliverer':<28}{gateway:>10.0f}")
+    print(f"{'ratio (target >= 0.40)':<28}{gateway / raw:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
