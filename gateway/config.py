@@ -113,6 +113,8 @@ class VonageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class PlivoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     auth_id: str = ""
     auth_token: str = ""
+    # Legacy V2 signatures cover the URL only, not the body: refused unless turned on.
+    accept_v2: bool = False
     base_url: str = "https://api.plivo.com"
 
 

@@ -76,7 +76,7 @@ async def carrier_for() -> AsyncIterator[Any]:
         context = CarrierContext(http, "https://gateway.example.com", SystemClock())
 
         def build(token: str) -> plivo.PlivoCarrier:
-            return plivo.from_config(PlivoConfig(AUTH_ID, token), context)
+            return plivo.from_config(PlivoConfig(AUTH_ID, token, accept_v2=True), context)
 
         yield build
 
@@ -352,8 +352,11 @@ async def test_from_config_requires_credentials(missing: str) -> None:
 # End to end through the real server ------------------------------------------------------------
 
 
-async def start(start_gateway: ServerFactory, api: FakeCarrierApi, **kwargs: Any) -> GatewayServer:
-    section = {"auth_id": AUTH_ID, "auth_token": AUTH_TOKEN, "base_url": api.base_url}
+async def start(
+    start_gateway: ServerFactory, api: FakeCarrierApi, *, accept_v2: bool = False, **kwargs: Any
+) -> GatewayServer:
+    section = {"auth_id": AUTH_ID, "auth_token": AUTH_TOKEN, "base_url": api.base_url,
+               "accept_v2": accept_v2}  # fmt: skip
     return await start_gateway(carriers={"plivo": section}, **kwargs)
 
 
@@ -432,7 +435,7 @@ async def test_e2e_inbound_becomes_a_message_and_a_webhook(
 async def test_e2e_inbound_by_get_with_legacy_v2(
     start_gateway: ServerFactory, fake_carrier_api: FakeCarrierApi
 ) -> None:
-    server = await start(start_gateway, fake_carrier_api, run_workers=False)
+    server = await start(start_gateway, fake_carrier_api, run_workers=False, accept_v2=True)
     tenant = await server.add_tenant(OWN_NUMBER, carrier="plivo")
     query = sample("inbound_get_query.txt").decode()
     url = f"{server.url}/hooks/plivo?{query}"
@@ -561,3 +564,15 @@ async def test_e2e_refusal_fails_the_target_and_outage_is_retried(
     clock.advance(5)
     assert await server.gateway.dispatcher.run_once() == 1
     assert (await stored(server, retried)).targets[0].status is TargetStatus.SENT
+
+
+def test_v2_is_refused_unless_turned_on() -> None:
+    case = V2_CASES[0]
+    headers = {
+        "x-plivo-signature-v2": case["signature"],
+        "x-plivo-signature-v2-nonce": case["nonce"],
+    }
+    request = CallbackRequest("POST", case["url"], headers, {}, b"")
+    with pytest.raises(InvalidSignature, match="V2 is not accepted"):
+        plivo.verify_request(case["auth_token"], request)
+    plivo.verify_request(case["auth_token"], request, accept_v2=True)

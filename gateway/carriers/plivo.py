@@ -127,7 +127,7 @@ def _b64_hmac_sha256(key: str, message: str) -> str:
     return base64.b64encode(mac).decode()
 
 
-def verify_request(auth_token: str, request: CallbackRequest) -> None:
+def verify_request(auth_token: str, request: CallbackRequest, *, accept_v2: bool = False) -> None:
     headers = request.headers
     if headers.get(V3_NONCE_HEADER) or any(headers.get(name) for name in V3_HEADERS):
         # V3 covers the body; once it is present, a weaker V2 match must not stand in for it.
@@ -137,6 +137,9 @@ def verify_request(auth_token: str, request: CallbackRequest) -> None:
         )
         _match(request, V3_HEADERS, expected)
         return
+    if not accept_v2:
+        # V2 signs no body: a captured header would let anyone forge the content.
+        raise InvalidSignature("X-Plivo-Signature-V3 is missing (V2 is not accepted)")
     expected = v2_signature(auth_token, request.url, _nonce(request, V2_NONCE_HEADER))
     _match(request, V2_HEADERS, expected)
 
@@ -262,7 +265,7 @@ class PlivoCarrier:
 
     def verify(self, request: CallbackRequest, now_s: float) -> None:
         # Plivo signs no timestamp: there is no replay window to check.
-        verify_request(self._config.auth_token, request)
+        verify_request(self._config.auth_token, request, accept_v2=self._config.accept_v2)
 
     def parse(self, request: CallbackRequest) -> Callback:
         return parse_callback(request)
