@@ -26,6 +26,7 @@ class ErrorClass(enum.StrEnum):
     BLOCKED = "blocked"
     NO_ENDPOINT = "no_endpoint"
     GONE = "gone"  # 410: the endpoint asked to be disabled
+    INTERNAL = "internal"  # the gateway failed; logged with a traceback
 
 
 class Answer(msgspec.Struct, frozen=True):
@@ -57,7 +58,7 @@ def classify(status_code: int) -> ErrorClass:
 def retry_after_s(header: str, now: dt.datetime) -> float | None:
     """Retry-After as seconds from now: delta-seconds or an HTTP date; None when unreadable."""
     header = header.strip()
-    if header.isdigit():
+    if header.isascii() and header.isdigit():  # str.isdigit also takes "²"
         return float(header)
     try:
         when = email.utils.parsedate_to_datetime(header)

@@ -60,21 +60,26 @@ class Attempter:
 
     async def attempt(self, customer: Customer, event_id: str, body: bytes, now_s: int) -> Answer:
         try:
-            pinned = await netguard.pin(customer.webhook_uri, self._policy, self._resolver)
-        except WebhookAddressBlocked as exc:
-            return Answer(error_class=ErrorClass.BLOCKED, error=f"blocked: {exc}")
-        headers = signed_headers(customer, event_id, now_s, body)
-        headers["host"] = pinned.host_header
-        try:
-            # The whole exchange, not each phase, must fit in timeout_s: the lease depends on it.
+            # The whole attempt, DNS included, must fit in timeout_s: the lease depends on it.
             async with asyncio.timeout(self._timeout_s):
-                return await self._exchange(customer.webhook_method, pinned, headers, body)
+                return await self._pinned_exchange(customer, event_id, body, now_s)
         except TimeoutError:
             return Answer(error_class=ErrorClass.TIMEOUT, error="timeout")
         except (aiohttp.ClientError, ValueError) as exc:
             return Answer(
                 error_class=ErrorClass.CONNECTION, error=f"connection: {type(exc).__name__}"
             )
+
+    async def _pinned_exchange(
+        self, customer: Customer, event_id: str, body: bytes, now_s: int
+    ) -> Answer:
+        try:
+            pinned = await netguard.pin(customer.webhook_uri, self._policy, self._resolver)
+        except WebhookAddressBlocked as exc:
+            return Answer(error_class=ErrorClass.BLOCKED, error=f"blocked: {exc}")
+        headers = signed_headers(customer, event_id, now_s, body)
+        headers["host"] = pinned.host_header
+        return await self._exchange(customer.webhook_method, pinned, headers, body)
 
     async def _exchange(
         self, method: str, pinned: netguard.PinnedTarget, headers: dict[str, str], body: bytes

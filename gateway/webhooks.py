@@ -61,6 +61,10 @@ class WebhookDeliverer:
                 except StoreError as exc:
                     log.warning("webhooks: database unavailable, retrying: %s", exc)
                     started = []
+                except Exception:
+                    # A bug in one step must not stop deliveries for good.
+                    log.exception("webhooks: claiming failed, retrying")
+                    started = []
                 if not started:
                     await wakeup.wait(poll_interval_s)
         finally:
@@ -123,12 +127,7 @@ class WebhookDeliverer:
         customer = await self._store.get_customer(event.customer_id)
         started = self._clock.now()
         started_s = time.perf_counter()
-        if customer is None or not customer.webhook_uri:
-            answer = Answer(error_class=ErrorClass.NO_ENDPOINT, error="no webhook_uri is set")
-        else:
-            answer = await self._attempter.attempt(
-                customer, event.event_id, event.body, int(started.timestamp())
-            )
+        answer = await self._answer(customer, event, int(started.timestamp()))
         attempt = Attempt(
             outbox_seq=event.seq,
             attempt_number=event.attempts + 1,
@@ -143,7 +142,17 @@ class WebhookDeliverer:
         )
         state, next_attempt_at = self._next_state(event, answer)
         health = self._health(customer, answer, attempt.tm_attempt)
-        await self._store.finish_attempt(attempt, state, next_attempt_at, health)
+        await self._store.finish_attempt(attempt, event.requeues, state, next_attempt_at, health)
+
+    async def _answer(self, customer: Customer | None, event: OutboxEvent, now_s: int) -> Answer:
+        if customer is None or not customer.webhook_uri:
+            return Answer(error_class=ErrorClass.NO_ENDPOINT, error="no webhook_uri is set")
+        try:
+            return await self._attempter.attempt(customer, event.event_id, event.body, now_s)
+        except Exception as exc:
+            # Still an attempt: logged and retried on the schedule, never silently re-leased.
+            log.exception("webhook %s: unexpected error", event.event_id)
+            return Answer(error_class=ErrorClass.INTERNAL, error=f"internal: {type(exc).__name__}")
 
     def _next_state(self, event: OutboxEvent, answer: Answer) -> tuple[str, str | None]:
         if answer.succeeded:
@@ -173,4 +182,6 @@ class WebhookDeliverer:
         )
         if reason:
             log.warning("webhook endpoint of customer %s disabled: %s", customer.id, reason)
-        return EndpointHealth(customer.id, False, at, reason or "")
+        gone = answer.error_class is ErrorClass.GONE
+        window_start = "" if gone else later(self._clock.now(), -self._config.disable_after_s)
+        return EndpointHealth(customer.id, False, at, reason or "", window_start)

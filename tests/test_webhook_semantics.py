@@ -18,6 +18,7 @@ from gateway.clock import ManualClock, format_time
 from gateway.delivery_policy import Answer, ErrorClass, next_delay_s, retry_after_s
 from gateway.models import Customer
 from gateway.signing import generate_webhook_secret
+from gateway.store import Attempt, EndpointHealth
 from gateway.webhook_attempt import signatures
 from tests.conftest import (
     CustomerEndpoint,
@@ -320,3 +321,71 @@ async def test_delivery_goes_to_the_checked_address_with_the_original_host(
     [received] = customer_endpoint.received  # it reached 127.0.0.1, the address that was checked
     assert received.headers["host"] == f"hooks.customer.example:{port}"
     assert received.path == "/hook"
+
+
+# Races with operators, hostile answers, slow DNS ------------------------------------------------
+
+
+async def test_a_resend_during_an_attempt_neither_overtakes_nor_vanishes(
+    start_gateway: ServerFactory, customer_endpoint: CustomerEndpoint
+) -> None:
+    server, clock, tenant = await setup(start_gateway, customer_endpoint)
+    store = server.gateway.store
+    message_id = await send(server, tenant)
+    await step(server)  # message_created delivered
+    await server.gateway.dispatcher.submit_due()  # the target is sent: message_updated queued
+    now = format_time(clock.now())
+    lease = format_time(clock.now() + dt.timedelta(seconds=60))
+    [in_flight] = await store.claim_due_events(now, lease, 10, 10, [])
+    assert in_flight.event_type == "message_updated"
+    assert await store.requeue_message_events(message_id, now) == 2  # an operator's resend
+    assert await store.claim_due_events(now, lease, 10, 10, []) == []  # created must not overtake
+    attempt = Attempt(in_flight.seq, 1, "scheduled", now, "u", 200, 1.0, "", "")
+    await store.finish_attempt(attempt, in_flight.requeues, "delivered", None)
+    states = await store.outbox_states(message_id)
+    assert [state for _, state, _ in states] == ["pending", "pending"]  # the resend stands
+    [head] = await store.claim_due_events(now, lease, 10, 10, [])
+    assert head.event_type == "message_created"  # in order again
+
+
+def test_a_retry_after_that_only_looks_numeric_is_ignored() -> None:
+    assert retry_after_s("\u00b2", START) is None
+    answer = Answer(503, ErrorClass.HTTP_5XX, "HTTP 503", retry_after="\u00b2")
+    assert next_delay_s(5, answer, START, 0, random.Random(1)) == 5
+
+
+async def test_slow_dns_is_inside_the_attempt_timeout(
+    start_gateway: ServerFactory, customer_endpoint: CustomerEndpoint
+) -> None:
+    async def stalls(host: str, port: int) -> list[str]:
+        await asyncio.sleep(30)
+        return ["127.0.0.1"]
+
+    server = await start_gateway(
+        clock=ManualClock(START), run_workers=False, resolver=stalls, webhooks={"timeout_s": 0.2}
+    )
+    tenant = await server.add_tenant("+15550000001", webhook_uri="http://slow.example/hook")
+    message_id = await send(server, tenant)
+    async with asyncio.timeout(5):
+        assert await step(server) == 1
+    async with server.gateway.store.reading() as tx:
+        row = await tx.one("SELECT event_id FROM outbox WHERE message_id = ?", (message_id,))
+    assert row is not None
+    [attempt] = await server.gateway.store.list_attempts(row["event_id"])
+    assert attempt.error_class == "timeout"
+
+
+async def test_an_endpoint_re_enabled_during_an_attempt_stays_enabled(
+    start_gateway: ServerFactory, customer_endpoint: CustomerEndpoint
+) -> None:
+    server, _, tenant = await setup(start_gateway, customer_endpoint)
+    store = server.gateway.store
+    earlier = format_time(START)
+    async with store.transaction() as tx:  # re-enabled; a new failure run began just now
+        await tx.execute(
+            "UPDATE customers SET webhook_failing_since = ? WHERE id = ?",
+            (format_time(START + dt.timedelta(days=6)), tenant.id),
+        )
+        stale = EndpointHealth(tenant.id, False, earlier, "failed for 5 days", earlier)
+        await tx.record_endpoint_health(stale)
+    assert (await customer(server, tenant)).webhook_disabled_at == ""

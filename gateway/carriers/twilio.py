@@ -277,7 +277,8 @@ def read_send_response(status_code: int, body: bytes) -> SendResult:
     except msgspec.DecodeError as exc:
         raise CarrierTransientError("Twilio answered an unreadable body") from exc
     segments = message.num_segments or ""
-    parts = int(segments) if segments.isdigit() and int(segments) > 0 else None
+    numeric = segments.isascii() and segments.isdigit()
+    parts = int(segments) if numeric and int(segments) > 0 else None
     return SendResult(message.sid, parts=parts, carrier_status=message.status)
 
 

@@ -18,7 +18,11 @@ _COLUMNS = (
 )
 # A manual requeue: due at once, logged as manual; the event_id (webhook-id) is kept so that
 # receivers still dedupe. lease_until is left alone: an attempt in flight finishes first.
-_REQUEUE = "state = 'pending', next_attempt_at = ?, trigger = 'manual', tm_update = ?"
+# `requeues` tells an attempt in flight that its event was queued again meanwhile.
+_REQUEUE = (
+    "state = 'pending', next_attempt_at = ?, trigger = 'manual', tm_update = ?, "
+    "requeues = requeues + 1"
+)
 
 
 class DeliveryRecord(msgspec.Struct, frozen=True):

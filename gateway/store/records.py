@@ -40,6 +40,7 @@ class OutboxEvent(msgspec.Struct, frozen=True):
     body: bytes
     attempts: int
     trigger: str
+    requeues: int  # as claimed: a requeue (resend, recover) since then increments it
 
 
 class Attempt(msgspec.Struct, frozen=True):
@@ -64,7 +65,10 @@ class EndpointHealth(msgspec.Struct, frozen=True):
     customer_id: str
     succeeded: bool
     at: str  # the attempt's time
-    disable_reason: str = ""  # set: disable the endpoint now, with this reason
+    disable_reason: str = ""  # set: disable the endpoint now, with this reason...
+    # ...but, when set, only if its run of failures still began at or before this time: an
+    # operator may have re-enabled it while this attempt was in flight.
+    failing_before: str = ""
 
 
 class InboundKey(msgspec.Struct, frozen=True):
@@ -155,4 +159,5 @@ def outbox_event_from(row: sqlite3.Row) -> OutboxEvent:
         body=bytes(row["body"]),
         attempts=row["attempts"],
         trigger=row["trigger"],
+        requeues=row["requeues"],
     )

@@ -159,4 +159,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_customer ON outbox (customer_id, tm_create);
     CREATE INDEX outbox_failed ON outbox (state, tm_update) WHERE state = 'failed'
     """,
+    """
+    ALTER TABLE outbox ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0
+    """,
 )

@@ -44,7 +44,10 @@ _CLAIM_EVENTS = (
     "AND (o.lease_until IS NULL OR o.lease_until <= ?) "
     "AND o.customer_id NOT IN ({busy}) "
     "AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.message_id = o.message_id "
-    "AND p.state = 'pending')) "
+    "AND p.state = 'pending') "
+    # A message with any event in flight waits: a resent older event must not overtake it.
+    "AND NOT EXISTS (SELECT 1 FROM outbox q WHERE q.message_id = o.message_id "
+    "AND q.lease_until > ?)) "
     "SELECT * FROM heads WHERE rank <= ? ORDER BY next_attempt_at, seq LIMIT ?"
 )
 
@@ -275,7 +278,7 @@ class Store:
         async with self.transaction() as tx:
             rows = await tx.all(
                 _CLAIM_EVENTS.format(busy=marks),
-                (now, now, *busy, per_customer, limit),
+                (now, now, *busy, now, per_customer, limit),
             )
             await tx.executemany(
                 "UPDATE outbox SET lease_until = ? WHERE seq = ?",
@@ -293,6 +296,7 @@ class Store:
     async def finish_attempt(
         self,
         attempt: Attempt,
+        requeues: int,
         state: str,
         next_attempt_at: str | None,
         health: EndpointHealth | None = None,
@@ -319,24 +323,34 @@ class Store:
                     attempt.error_class,
                 ),
             )
-            await tx.execute(
+            cursor = await tx.execute(
                 "UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt_at = ?, "
                 "lease_until = NULL, last_error = ?, tm_update = ?, trigger = 'scheduled' "
-                "WHERE seq = ?",
+                "WHERE seq = ? AND requeues = ?",
                 (
                     state,
                     next_attempt_at or NEVER,
                     attempt.error,
                     attempt.tm_attempt,
                     attempt.outbox_seq,
+                    requeues,
                 ),
             )
+            if cursor.rowcount == 0:
+                # Requeued (resend, recover) while in flight: the attempt counts, the requeue
+                # stands, and the event goes out again.
+                await tx.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, lease_until = NULL, "
+                    "last_error = ?, tm_update = ? WHERE seq = ?",
+                    (attempt.error, attempt.tm_attempt, attempt.outbox_seq),
+                )
 
     async def requeue_message_events(self, message_id: str, now: str) -> int:
         """Queue every event of a message again (manual resend); the webhook-ids stay."""
         async with self.transaction() as tx:
             cursor = await tx.execute(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = ?, trigger = 'manual', "
+                "requeues = requeues + 1, "
                 "tm_update = ? WHERE message_id = ?",
                 (now, now, message_id),
             )

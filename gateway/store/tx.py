@@ -274,12 +274,16 @@ class Tx:
             "WHERE id = ? AND webhook_failing_since = ''",
             (health.at, health.customer_id),
         )
-        if health.disable_reason:
-            await self.execute(
-                "UPDATE customers SET webhook_disabled_at = ?, webhook_disabled_reason = ? "
-                "WHERE id = ?",
-                (health.at, health.disable_reason, health.customer_id),
-            )
+        if not health.disable_reason:
+            return
+        sql = (
+            "UPDATE customers SET webhook_disabled_at = ?, webhook_disabled_reason = ? WHERE id = ?"
+        )
+        params: list[str] = [health.at, health.disable_reason, health.customer_id]
+        if health.failing_before:
+            sql += " AND webhook_failing_since != '' AND webhook_failing_since <= ?"
+            params.append(health.failing_before)
+        await self.execute(sql, params)
 
     async def mark_deleted(self, message_id: str, now: str) -> None:
         await self.execute(
