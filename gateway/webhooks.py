@@ -15,8 +15,9 @@ from gateway.clock import Clock, format_time, later, parse_time
 from gateway.config import WebhooksConfig
 from gateway.delivery_policy import Answer, ErrorClass, disable_reason, next_delay_s
 from gateway.errors import StoreError
+from gateway.group_commit import GroupCommitter
 from gateway.models import Customer
-from gateway.store import Attempt, EndpointHealth, OutboxEvent, Store
+from gateway.store import Attempt, AttemptOutcome, EndpointHealth, OutboxEvent, Store
 from gateway.webhook_attempt import Attempter, redacted, signed_headers
 from gateway.workers import Wakeup
 
@@ -44,6 +45,8 @@ class WebhookDeliverer:
         self._in_flight: dict[str, int] = {}  # customer id -> deliveries running
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup: Wakeup | None = None
+        # Attempts that finish together are recorded in one transaction (one disk sync).
+        self._results = GroupCommitter(store.finish_attempts)
 
     async def run_once(self) -> int:
         """Start what is due and wait for those deliveries (tests step the worker this way)."""
@@ -142,7 +145,8 @@ class WebhookDeliverer:
         )
         state, next_attempt_at = self._next_state(event, answer)
         health = self._health(customer, answer, attempt.tm_attempt)
-        await self._store.finish_attempt(attempt, event.requeues, state, next_attempt_at, health)
+        outcome = AttemptOutcome(attempt, event.requeues, state, next_attempt_at, health)
+        await self._results.submit(outcome)
 
     async def _answer(self, customer: Customer | None, event: OutboxEvent, now_s: int) -> Answer:
         if customer is None or not customer.webhook_uri:

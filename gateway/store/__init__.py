@@ -3,6 +3,7 @@
 from gateway.store.deliveries import DeliveryLog, DeliveryQuery, DeliveryRecord, FailedRange
 from gateway.store.records import (
     Attempt,
+    AttemptOutcome,
     DispatchJob,
     EndpointHealth,
     InboundKey,
@@ -16,6 +17,7 @@ from gateway.store.tx import Tx
 
 __all__ = [
     "Attempt",
+    "AttemptOutcome",
     "DeliveryLog",
     "DeliveryQuery",
     "DeliveryRecord",

@@ -71,6 +71,16 @@ class EndpointHealth(msgspec.Struct, frozen=True):
     failing_before: str = ""
 
 
+class AttemptOutcome(msgspec.Struct, frozen=True):
+    """One finished attempt and what follows from it, ready to be written."""
+
+    attempt: Attempt
+    requeues: int  # as claimed: the write stands down if the event was requeued meanwhile
+    state: str
+    next_attempt_at: str | None
+    health: EndpointHealth | None = None
+
+
 class InboundKey(msgspec.Struct, frozen=True):
     """Identifies the parts of one concatenated inbound SMS."""
 

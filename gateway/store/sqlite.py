@@ -23,6 +23,7 @@ from gateway.errors import OwnershipConflict, StoreError
 from gateway.models import Customer, Message, Number
 from gateway.store.records import (
     Attempt,
+    AttemptOutcome,
     DispatchJob,
     EndpointHealth,
     InboundKey,
@@ -303,47 +304,15 @@ class Store:
     ) -> None:
         """Record one attempt, the event's new state (pending with a next time, or final) and
         what it says of the endpoint's health."""
+        await self.finish_attempts(
+            [AttemptOutcome(attempt, requeues, state, next_attempt_at, health)]
+        )
+
+    async def finish_attempts(self, outcomes: list[AttemptOutcome]) -> None:
+        """Record many attempts in one transaction (group commit: one disk sync for all)."""
         async with self.transaction() as tx:
-            if health is not None:
-                await tx.record_endpoint_health(health)
-            await tx.execute(
-                "INSERT INTO webhook_attempts (outbox_seq, attempt_number, trigger, tm_attempt, "
-                "url, status_code, duration_ms, error, response_excerpt, error_class) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    attempt.outbox_seq,
-                    attempt.attempt_number,
-                    attempt.trigger,
-                    attempt.tm_attempt,
-                    attempt.url,
-                    attempt.status_code,
-                    attempt.duration_ms,
-                    attempt.error,
-                    attempt.response_excerpt,
-                    attempt.error_class,
-                ),
-            )
-            cursor = await tx.execute(
-                "UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt_at = ?, "
-                "lease_until = NULL, last_error = ?, tm_update = ?, trigger = 'scheduled' "
-                "WHERE seq = ? AND requeues = ?",
-                (
-                    state,
-                    next_attempt_at or NEVER,
-                    attempt.error,
-                    attempt.tm_attempt,
-                    attempt.outbox_seq,
-                    requeues,
-                ),
-            )
-            if cursor.rowcount == 0:
-                # Requeued (resend, recover) while in flight: the attempt counts, the requeue
-                # stands, and the event goes out again.
-                await tx.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, lease_until = NULL, "
-                    "last_error = ?, tm_update = ? WHERE seq = ?",
-                    (attempt.error, attempt.tm_attempt, attempt.outbox_seq),
-                )
+            for outcome in outcomes:
+                await tx.finish_attempt(outcome)
 
     async def requeue_message_events(self, message_id: str, now: str) -> int:
         """Queue every event of a message again (manual resend); the webhook-ids stay."""

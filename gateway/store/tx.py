@@ -9,9 +9,11 @@ from typing import Any
 import aiosqlite
 import msgspec
 
+from gateway.clock import NEVER
 from gateway.errors import StoreError
 from gateway.models import Customer, EventType, Message, Number, Target
 from gateway.store.records import (
+    AttemptOutcome,
     EndpointHealth,
     InboundKey,
     InboundPart,
@@ -260,6 +262,50 @@ class Tx:
         )
         parts = [msgspec.convert(dict(row), InboundPart) for row in rows]
         return sorted(parts, key=lambda part: part.part)
+
+    async def finish_attempt(self, outcome: AttemptOutcome) -> None:
+        """One attempt into the log, and the event's state after it."""
+        attempt = outcome.attempt
+        if outcome.health is not None:
+            await self.record_endpoint_health(outcome.health)
+        await self.execute(
+            "INSERT INTO webhook_attempts (outbox_seq, attempt_number, trigger, tm_attempt, "
+            "url, status_code, duration_ms, error, response_excerpt, error_class) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                attempt.outbox_seq,
+                attempt.attempt_number,
+                attempt.trigger,
+                attempt.tm_attempt,
+                attempt.url,
+                attempt.status_code,
+                attempt.duration_ms,
+                attempt.error,
+                attempt.response_excerpt,
+                attempt.error_class,
+            ),
+        )
+        cursor = await self.execute(
+            "UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt_at = ?, "
+            "lease_until = NULL, last_error = ?, tm_update = ?, trigger = 'scheduled' "
+            "WHERE seq = ? AND requeues = ?",
+            (
+                outcome.state,
+                outcome.next_attempt_at or NEVER,
+                attempt.error,
+                attempt.tm_attempt,
+                attempt.outbox_seq,
+                outcome.requeues,
+            ),
+        )
+        if cursor.rowcount == 0:
+            # Requeued (resend, recover) while in flight: the attempt counts, the requeue
+            # stands, and the event goes out again.
+            await self.execute(
+                "UPDATE outbox SET attempts = attempts + 1, lease_until = NULL, "
+                "last_error = ?, tm_update = ? WHERE seq = ?",
+                (attempt.error, attempt.tm_attempt, attempt.outbox_seq),
+            )
 
     async def record_endpoint_health(self, health: EndpointHealth) -> None:
         """A success ends a run of failures; a failure starts one; a reason disables."""
