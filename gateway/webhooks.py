@@ -80,8 +80,10 @@ class WebhookDeliverer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _start_due(self) -> list[asyncio.Task[None]]:
-        free = self._config.concurrency - sum(self._in_flight.values())
-        if free <= 0:
+        in_flight = sum(self._in_flight.values())
+        free = self._config.concurrency - in_flight
+        # Claim in batches, not one freed slot at a time: a claim is a transaction of its own.
+        if free <= 0 or (in_flight and free < self._config.concurrency // 4):
             return []
         per_endpoint = self._config.per_endpoint_concurrency
         busy = [c for c, n in self._in_flight.items() if n >= per_endpoint]
@@ -93,7 +95,9 @@ class WebhookDeliverer:
         fitting, surplus = self._fit(events)
         if surplus:
             await self._store.release_events([event.seq for event in surplus])
-        return [self._start(event) for event in fitting]
+        # One lookup for the batch: the endpoint, method and secrets as they are now.
+        customers = await self._store.get_customers({event.customer_id for event in fitting})
+        return [self._start(event, customers.get(event.customer_id)) for event in fitting]
 
     def _fit(self, events: list[OutboxEvent]) -> tuple[list[OutboxEvent], list[OutboxEvent]]:
         """Split claimed events into those within each endpoint's cap and the rest."""
@@ -108,10 +112,10 @@ class WebhookDeliverer:
                 surplus.append(event)
         return fitting, surplus
 
-    def _start(self, event: OutboxEvent) -> asyncio.Task[None]:
+    def _start(self, event: OutboxEvent, customer: Customer | None) -> asyncio.Task[None]:
         customer_id = event.customer_id
         self._in_flight[customer_id] = self._in_flight.get(customer_id, 0) + 1
-        task = asyncio.create_task(self._deliver(event))
+        task = asyncio.create_task(self._deliver(event, customer))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(customer_id, done))
         return task
@@ -126,8 +130,7 @@ class WebhookDeliverer:
         if self._wakeup is not None:
             self._wakeup.notify()
 
-    async def _deliver(self, event: OutboxEvent) -> None:
-        customer = await self._store.get_customer(event.customer_id)
+    async def _deliver(self, event: OutboxEvent, customer: Customer | None) -> None:
         started = self._clock.now()
         started_s = time.perf_counter()
         answer = await self._answer(customer, event, int(started.timestamp()))

@@ -38,8 +38,9 @@ from gateway.store.tx import Tx
 
 # Only "?" marks are formatted into {busy}; the values are bound.
 _CLAIM_EVENTS = (
-    "WITH heads AS (SELECT o.*, ROW_NUMBER() OVER (PARTITION BY o.customer_id "
-    "ORDER BY o.next_attempt_at, o.seq) AS rank FROM outbox o "
+    # The earliest due candidates only (a bounded set, so a claim stays cheap with a deep
+    # backlog); of those, each customer's first `per_customer`.
+    "WITH due AS (SELECT o.* FROM outbox o "
     "JOIN customers c ON c.id = o.customer_id AND c.webhook_disabled_at = '' "
     "WHERE o.state = 'pending' AND o.next_attempt_at <= ? "
     "AND (o.lease_until IS NULL OR o.lease_until <= ?) "
@@ -48,9 +49,15 @@ _CLAIM_EVENTS = (
     "AND p.state = 'pending') "
     # A message with any event in flight waits: a resent older event must not overtake it.
     "AND NOT EXISTS (SELECT 1 FROM outbox q WHERE q.message_id = o.message_id "
-    "AND q.lease_until > ?)) "
+    "AND q.lease_until > ?) "
+    "ORDER BY o.next_attempt_at, o.seq LIMIT ?), "
+    "heads AS (SELECT due.*, ROW_NUMBER() OVER (PARTITION BY customer_id "
+    "ORDER BY next_attempt_at, seq) AS rank FROM due) "
     "SELECT * FROM heads WHERE rank <= ? ORDER BY next_attempt_at, seq LIMIT ?"
 )
+
+
+_CUSTOMERS_BY_ID = "SELECT * FROM customers WHERE id IN ({marks})"  # only "?" marks go in
 
 
 class Store:
@@ -171,6 +178,16 @@ class Store:
             )
         return customer_from(row) if row else None
 
+    async def get_customers(self, customer_ids: Collection[str]) -> dict[str, Customer]:
+        """Several customers in one query, by id."""
+        ids = list(customer_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        async with self.reading() as tx:
+            rows = await tx.all(_CUSTOMERS_BY_ID.format(marks=marks), ids)
+        return {row["id"]: customer_from(row) for row in rows}
+
     async def get_customer(self, customer_id: str) -> Customer | None:
         async with self.reading() as tx:
             return await tx.get_customer(customer_id)
@@ -279,7 +296,7 @@ class Store:
         async with self.transaction() as tx:
             rows = await tx.all(
                 _CLAIM_EVENTS.format(busy=marks),
-                (now, now, *busy, now, per_customer, limit),
+                (now, now, *busy, now, limit * 4, per_customer, limit),
             )
             await tx.executemany(
                 "UPDATE outbox SET lease_until = ? WHERE seq = ?",
