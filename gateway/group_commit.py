@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from gateway.store import Store, Tx
 
 T = TypeVar("T")
+R = TypeVar("R", covariant=True)
 
 
 class GroupCommitter(Generic[T]):
@@ -40,3 +43,34 @@ class GroupCommitter(Generic[T]):
                 for _, done in batch:
                     if not done.done():
                         done.set_result(None)
+
+
+class Work(Protocol[R]):
+    def __call__(self, tx: Tx) -> Awaitable[R]: ...
+
+
+class GroupTransactor:
+    """Units of work submitted together run in one transaction, each in its own savepoint, so
+    concurrent carrier callbacks share one disk sync and each caller is answered after it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._committer: GroupCommitter[_Unit[Any]] = GroupCommitter(self._run)
+
+    async def run(self, work: Work[R]) -> R:
+        unit: _Unit[R] = _Unit(work)
+        await self._committer.submit(unit)
+        if isinstance(unit.result, Exception):
+            raise unit.result
+        return cast(R, unit.result)
+
+    async def _run(self, units: list[_Unit[Any]]) -> None:
+        results = await self._store.run_batch([unit.work for unit in units])
+        for unit, result in zip(units, results, strict=True):
+            unit.result = result
+
+
+class _Unit(Generic[R]):
+    def __init__(self, work: Work[R]) -> None:
+        self.work = work
+        self.result: R | Exception | None = None

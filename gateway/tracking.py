@@ -11,6 +11,7 @@ from gateway.carriers.base import Callback, DeliveryReport, InboundSms, SendResu
 from gateway.changes import Change, Outcome, aggregate_parts, apply_change
 from gateway.clock import Clock, format_time, later
 from gateway.config import Config
+from gateway.group_commit import GroupTransactor
 from gateway.models import TargetStatus, advance_status
 from gateway.store import DispatchJob, PendingReport, Store, TargetRef, Tx
 
@@ -26,6 +27,7 @@ class Tracker:
         self._clock = clock
         self._config = config
         self._on_commit = on_commit
+        self._callbacks = GroupTransactor(store)
 
     def _now(self) -> str:
         return format_time(self._clock.now())
@@ -34,18 +36,23 @@ class Tracker:
         return later(self._clock.now(), self._config.dispatch.dlr_deadline_s)
 
     async def accept_callback(self, carrier: str, callback: Callback) -> Outcome:
+        """Store one callback; returns once it is committed (callbacks arriving together share
+        one transaction and one disk sync)."""
         now = self._now()
-        async with self._store.transaction() as tx:
+
+        async def work(tx: Tx) -> Outcome:
             if not await tx.remember_callback(carrier, callback.idempotency_key, now):
                 return Outcome.DUPLICATE
             event = callback.event
             if isinstance(event, InboundSms):
-                outcome = await inbound.receive(tx, carrier, event, now)
-            elif isinstance(event, DeliveryReport):
-                outcome = await self._report(tx, carrier, event, now)
-            else:
-                outcome = Outcome.IGNORED
-        self._on_commit()
+                return await inbound.receive(tx, carrier, event, now)
+            if isinstance(event, DeliveryReport):
+                return await self._report(tx, carrier, event, now)
+            return Outcome.IGNORED
+
+        outcome = await self._callbacks.run(work)
+        if outcome is not Outcome.DUPLICATE:
+            self._on_commit()
         return outcome
 
     async def _report(self, tx: Tx, carrier: str, report: DeliveryReport, now: str) -> Outcome:

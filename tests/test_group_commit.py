@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from gateway.group_commit import GroupCommitter
+from gateway.group_commit import GroupCommitter, GroupTransactor, Work
+from gateway.store import Store, Tx
 
 
 async def test_writers_arriving_together_share_a_batch() -> None:
@@ -39,3 +41,32 @@ async def test_nothing_returns_before_its_write() -> None:
     committer: GroupCommitter[int] = GroupCommitter(write)
     await committer.submit(1)
     assert written == [1]  # submit returned only after the write
+
+
+async def test_units_share_a_transaction_and_a_failing_one_is_undone_alone(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "g.db")
+    transactor = GroupTransactor(store)
+
+    def unit(key: str, fail: bool) -> Work[str]:
+        async def work(tx: Tx) -> str:
+            await tx.remember_callback("c", key, "2026-01-01 00:00:00.000000")
+            if fail:
+                raise ValueError(key)
+            return key
+
+        return work
+
+    try:
+        results = await asyncio.gather(
+            *(transactor.run(unit(f"k{i}", fail=i == 2)) for i in range(5)),
+            return_exceptions=True,
+        )
+        assert results[:2] + results[3:] == ["k0", "k1", "k3", "k4"]
+        assert isinstance(results[2], ValueError)
+        async with store.reading() as tx:
+            rows = await tx.all("SELECT key FROM processed_callbacks ORDER BY key")
+        assert [row["key"] for row in rows] == ["k0", "k1", "k3", "k4"]  # k2 undone alone
+    finally:
+        await store.close()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
@@ -56,6 +56,8 @@ _CLAIM_EVENTS = (
     "SELECT * FROM heads WHERE rank <= ? ORDER BY next_attempt_at, seq LIMIT ?"
 )
 
+
+T = TypeVar("T")
 
 _CUSTOMERS_BY_ID = "SELECT * FROM customers WHERE id IN ({marks})"  # only "?" marks go in
 
@@ -125,6 +127,21 @@ class Store:
         with contextlib.suppress(sqlite3.Error, ValueError):
             if self._conn.in_transaction:
                 await self._conn.execute("ROLLBACK")
+
+    async def run_batch(self, works: list[Callable[[Tx], Awaitable[T]]]) -> list[T | Exception]:
+        """Run many units of work in one transaction (one disk sync for all), each inside its
+        own savepoint: one that fails is undone alone and its exception returned in its place."""
+        results: list[T | Exception] = []
+        async with self.transaction() as tx:
+            for work in works:
+                await tx.execute("SAVEPOINT unit")
+                try:
+                    results.append(await work(tx))
+                except Exception as exc:
+                    await tx.execute("ROLLBACK TO unit")
+                    results.append(exc)
+                await tx.execute("RELEASE unit")
+        return results
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Tx]:
