@@ -27,6 +27,7 @@ test: $(STAMP)
 # Benchmarks print figures; they assert nothing (tests assert behaviour).
 bench: $(STAMP)
 	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/ingest.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench

@@ -1,0 +1,488 @@
+"""Carrier-callback ingest against a bare Starlette handler, measured side by side in one run.
+
+Everything runs as a user deploys it, on 127.0.0.1, each server in its own process and the load
+generator in another (wrk when installed, else the Python one in bench/ingest_loadgen.py):
+1. the baseline: a bare Starlette POST handler answering 200 `{"ok":true}`, on uvicorn with the
+   settings of `gateway serve` (httptools, uvloop, one worker, no access log);
+2. the gateway: `gateway serve` with a temporary config and SQLite file, a customer and a number
+   made with the CLI, taking signed sandbox callbacks, each with its own `id` (no duplicate
+   shortcut): (a) inbound SMS to the owned number, (b) delivery reports for messages sent through
+   the API and dispatched to the sandbox (`dlr_delay_s` is an hour, so its own reports stay out).
+Prints requests/s, p50/p99 latency and the ratios; then the gateway's latency at half its maximum
+inbound rate, driven open loop at that fixed rate by the Python generator (wrk2 is not in Debian).
+Signatures are made just before each run (they are valid for 300 s).
+Run: `make bench` (or `.venv/bin/python bench/ingest.py [--loadgen python]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.carriers.sandbox import InboundEvent, StatusEvent, signed_callback
+
+ROOT = Path(__file__).resolve().parent.parent
+HOOK = "/hooks/sandbox"
+SECRET = "bench-sandbox-secret"  # noqa: S105 - a throwaway config's secret
+OWNED = "+15550100000"  # the customer's number: inbound goes to it, sends come from it
+SENDER = "+15557654321"
+DURATION_S = 10.0
+WARMUP_S = 1.0
+CONNECTIONS = 64
+DESTINATIONS = 100  # per message sent for the delivery reports (the API's maximum)
+MAX_TARGETS = 20_000  # enough reports for every one to find a `sent` target, up to this
+DISPATCH_WAIT_S = 30.0
+
+BASELINE = "baseline (bare Starlette)"
+INBOUND = "gateway inbound"
+REPORTS = "gateway status reports"
+HALF = "gateway inbound, half rate"
+
+
+# The baseline ------------------------------------------------------------------------------------
+
+
+async def _ok(request: Request) -> Response:
+    await request.body()
+    return JSONResponse({"ok": True})
+
+
+baseline_app = Starlette(routes=[Route(HOOK, _ok, methods=["POST"])])
+
+
+# Processes ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server on port {port} exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout_s} s")
+
+
+@contextmanager
+def server(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, its output in `log`; terminated (then killed) on the way out."""
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
+        try:
+            wait_listening(port, process)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def gateway_cli(config: Path, *args: str) -> str:
+    argv = [sys.executable, "-m", "gateway", *args, "--config", str(config)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)  # noqa: S603
+    if done.returncode != 0:
+        raise RuntimeError(f"gateway {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def ensure_wrk() -> str | None:
+    """wrk's path; installs the Debian package when missing and running as root."""
+    found = shutil.which("wrk")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    print("wrk is not installed; running `apt-get install -y wrk` (as root)", flush=True)
+    argv = ["apt-get", "install", "-y", "-q", "wrk"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+    print(f"apt-get install -y wrk: exit {done.returncode}", flush=True)
+    return shutil.which("wrk")
+
+
+# Requests ----------------------------------------------------------------------------------------
+
+
+def write_requests(path: Path, events: list[InboundEvent | StatusEvent]) -> Path:
+    """One `<X-Sandbox-Signature>\\t<body>` line per callback, all signed now."""
+    now_s = time.time()
+    with path.open("wb") as out:
+        for event in events:
+            body, signature = signed_callback(SECRET, event, now_s)
+            out.write(signature.encode() + b"\t" + body + b"\n")
+    return path
+
+
+def inbound_events(count: int) -> list[InboundEvent | StatusEvent]:
+    run = uuid.uuid4().hex[:12]
+    return [
+        InboundEvent(id=f"bench_in_{run}_{i}", from_=SENDER, to=OWNED, text="hello, ingest")
+        for i in range(count)
+    ]
+
+
+def status_events(count: int, carrier_ids: list[str]) -> list[InboundEvent | StatusEvent]:
+    run = uuid.uuid4().hex[:12]
+    return [
+        StatusEvent(
+            id=f"bench_dlr_{run}_{i}",
+            message_id=carrier_ids[i % len(carrier_ids)],
+            status="delivered",
+            parts=1,
+        )
+        for i in range(count)
+    ]
+
+
+# Load generators ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int  # answered
+    non2xx: int
+    errors: int  # connect/read/write errors and timeouts
+    prepared: int  # distinct callbacks prepared; fewer than `requests` means ids were reused
+
+
+WRK_SCRIPT = """
+-- Written by bench/ingest.py: each thread cycles through its share of pre-signed callbacks.
+local threads, count = {}, 0
+function setup(thread)
+  thread:set("tid", count)
+  count = count + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  local nthreads = tonumber(args[2])
+  requests, index, non2xx = {}, 0, 0
+  local n = 0
+  for line in io.lines(args[1]) do
+    if n % nthreads == tid then
+      local signature, body = line:match("^([^\\t]*)\\t(.*)$")
+      requests[#requests + 1] = wrk.format("POST", nil,
+        {["Content-Type"] = "application/json", ["X-Sandbox-Signature"] = signature}, body)
+    end
+    n = n + 1
+  end
+end
+function request()
+  index = index % #requests + 1
+  return requests[index]
+end
+function response(status, headers, body)
+  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+function done(summary, latency, requests)
+  local non2xx = 0
+  for _, thread in ipairs(threads) do non2xx = non2xx + thread:get("non2xx") end
+  local e = summary.errors
+  io.write(string.format(
+    "INGEST requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d errors=%d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), non2xx,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as lines:
+        return sum(1 for _ in lines)
+
+
+def wrk_run(wrk: str, folder: Path, requests: Path, port: int, duration_s: float) -> Figures:
+    script = folder / "ingest.lua"
+    script.write_text(WRK_SCRIPT)
+    url = f"http://127.0.0.1:{port}{HOOK}"
+    argv = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{duration_s:g}s", "--timeout", "5s"]
+    argv += ["-s", str(script), url, "--", str(requests), "1"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+    line = next((x for x in done.stdout.splitlines() if x.startswith("INGEST ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
+    got = {k: int(v) for k, v in (f.split("=") for f in line.split()[1:])}
+    return Figures(
+        got["requests"] / (got["duration_us"] / 1e6),
+        got["p50_us"] / 1e3,
+        got["p99_us"] / 1e3,
+        got["requests"],
+        got["non2xx"],
+        got["errors"],
+        count_lines(requests),
+    )
+
+
+def python_run(requests: Path, port: int, duration_s: float, rate: float | None) -> Figures:
+    from bench import ingest_loadgen  # here: importable once main() has put ROOT on sys.path
+
+    got = ingest_loadgen.run(requests, port, CONNECTIONS, duration_s, rate)
+    prepared = count_lines(requests)
+    if got.exhausted:
+        print(f"note: all {prepared} prepared requests were used before the time was up")
+    return Figures(
+        got.requests / got.seconds,
+        got.p50_ms,
+        got.p99_ms,
+        got.requests,
+        got.non2xx,
+        got.errors,
+        prepared,
+    )
+
+
+@dataclass
+class Bench:
+    wrk: str | None
+    folder: Path
+    rows: dict[str, Figures] = field(default_factory=dict)
+    warmups: list[Figures] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def max_rate(self, requests: Path, port: int, duration_s: float = DURATION_S) -> Figures:
+        if self.wrk:
+            return wrk_run(self.wrk, self.folder, requests, port, duration_s)
+        return python_run(requests, port, duration_s, None)
+
+    def warm_up(self, port: int) -> None:
+        requests = write_requests(self.folder / "warm.txt", inbound_events(40_000))
+        self.warmups.append(self.max_rate(requests, port, WARMUP_S))
+
+
+# The gateway -------------------------------------------------------------------------------------
+
+
+def write_config(folder: Path, port: int) -> Path:
+    config = folder / "gateway.toml"
+    config.write_text(
+        f"""
+[server]
+host = "127.0.0.1"
+port = {port}
+public_url = "http://127.0.0.1:{port}"
+
+[api]
+rate_limit_per_s = 0
+
+[database]
+path = {json.dumps(str(folder / "gateway.db"))}
+
+[auth]
+jwt_secret = "bench-jwt-secret"
+
+[dispatch]
+# Only speeds up sending the messages the delivery reports are for (not measured).
+concurrency = 64
+
+[carriers.sandbox]
+secret = "{SECRET}"
+dlr_delay_s = 3600
+fail_destinations = []
+"""
+    )
+    return config
+
+
+def set_up_customer(config: Path) -> str:
+    """A customer owning OWNED (sandbox); returns an access key for the API."""
+    customer = json.loads(gateway_cli(config, "customers", "create", "--name", "bench"))["id"]
+    gateway_cli(
+        config, "numbers", "add", "--customer", customer, "--number", OWNED, "--carrier", "sandbox"
+    )
+    return gateway_cli(config, "accesskeys", "create", "--customer", customer).strip()
+
+
+async def send_messages(port: int, access_key: str, messages: int) -> None:
+    url = f"http://127.0.0.1:{port}/v1.0/messages?accesskey={access_key}"
+    limit = asyncio.Semaphore(8)
+    async with aiohttp.ClientSession() as session:
+
+        async def send(m: int) -> None:
+            body = {
+                "source": {"type": "tel", "target": OWNED},
+                "destinations": [
+                    {"type": "tel", "target": f"+1666{m:04d}{d:03d}"} for d in range(DESTINATIONS)
+                ],
+                "text": "hello, this is test message.",
+            }
+            async with limit, session.post(url, json=body) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"send refused: {response.status} {await response.text()}")
+
+        await asyncio.gather(*(send(m) for m in range(messages)))
+
+
+def query(database: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read-only, so the gateway's file is never written by the benchmark."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        return db.execute(sql).fetchall()
+
+
+SENT_IDS = (
+    "SELECT carrier_message_id FROM targets WHERE status = 'sent' AND carrier_message_id != ''"
+)
+
+
+def carrier_ids(database: Path, want: int) -> list[str]:
+    """The targets' carrier message ids, once `want` are sent (or DISPATCH_WAIT_S is up)."""
+    deadline = time.monotonic() + DISPATCH_WAIT_S
+    while True:
+        rows = query(database, SENT_IDS)
+        if len(rows) >= want or time.monotonic() > deadline:
+            return [str(row[0]) for row in rows]
+        time.sleep(0.25)
+
+
+# The run -----------------------------------------------------------------------------------------
+
+
+def measure_baseline(bench: Bench) -> float:
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "bench.ingest:baseline_app", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--http", "httptools", "--loop", "uvloop", "--workers", "1"]
+    argv += ["--no-access-log", "--log-level", "warning"]
+    with server(argv, port, bench.folder / "baseline.log"):
+        bench.warm_up(port)
+        requests = write_requests(bench.folder / "base.txt", inbound_events(400_000))
+        bench.rows[BASELINE] = figures = bench.max_rate(requests, port)
+    return figures.rps
+
+
+def measure_gateway(bench: Bench, baseline_rps: float) -> None:
+    port = free_port()
+    config = write_config(bench.folder, port)
+    access_key = set_up_customer(config)
+    enough = int(baseline_rps * DURATION_S * 1.3) + 1000
+    argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    log = bench.folder / "gateway.log"
+    with server(argv, port, log):
+        bench.warm_up(port)
+        inbound = write_requests(bench.folder / "in.txt", inbound_events(enough))
+        bench.rows[INBOUND] = bench.max_rate(inbound, port)
+        half = write_requests(bench.folder / "half.txt", inbound_events(enough))
+        bench.rows[HALF] = python_run(half, port, DURATION_S, bench.rows[INBOUND].rps / 2)
+        measure_reports(bench, port, access_key, enough)
+    access_lines = log.read_bytes().count(b'"POST /hooks/sandbox')
+    if access_lines:
+        bench.notes.append(f"`gateway serve` wrote {access_lines} access-log lines (uvicorn's)")
+    check_stored(bench)
+
+
+def measure_reports(bench: Bench, port: int, access_key: str, enough: int) -> None:
+    # Reports have run slower than inbound SMS, and dispatch must be over before they start.
+    want = max(1000, min(MAX_TARGETS, int(bench.rows[INBOUND].rps * DURATION_S * 0.6)))
+    messages = -(-want // DESTINATIONS)
+    started = time.monotonic()
+    asyncio.run(send_messages(port, access_key, messages))
+    ids = carrier_ids(bench.folder / "gateway.db", messages * DESTINATIONS)
+    took = time.monotonic() - started
+    if not ids:
+        raise RuntimeError("no message was dispatched to the sandbox")
+    bench.notes.append(
+        f"{len(ids)} of {messages * DESTINATIONS} targets `sent` in {took:.1f} s (API + dispatch)"
+        + ("" if len(ids) == messages * DESTINATIONS else ": dispatch ran on during the reports")
+    )
+    reports = write_requests(bench.folder / "dlr.txt", status_events(enough, ids))
+    bench.rows[REPORTS] = figures = bench.max_rate(reports, port)
+    fresh = min(1.0, len(ids) / max(1, figures.requests))
+    bench.notes.append(
+        "status reports: each found its target `sent`"
+        if fresh == 1.0
+        else f"status reports: {fresh:.0%} found their target `sent`; the rest (unique ids "
+        "too) came for targets already `delivered`"
+    )
+
+
+def check_stored(bench: Bench) -> None:
+    """What the gateway's database holds against the callbacks it answered 2xx."""
+    database = bench.folder / "gateway.db"
+    [(inbound,)] = query(database, "SELECT count(*) FROM messages WHERE direction = 'inbound'")
+    [(delivered,)] = query(database, "SELECT count(*) FROM targets WHERE status = 'delivered'")
+    [(unrouted,)] = query(database, "SELECT count(*) FROM unrouted_inbound")
+    answered = sum(
+        f.requests - f.non2xx for f in (bench.warmups[-1], bench.rows[INBOUND], bench.rows[HALF])
+    )
+    in_flight = f"; wrk ends with up to {CONNECTIONS} in flight, stored but not counted"
+    in_flight = in_flight if bench.wrk else ""
+    bench.notes.append(
+        f"stored: {inbound} inbound messages for {answered} inbound callbacks answered 2xx "
+        f"(unrouted {unrouted}{in_flight}); {delivered} targets `delivered`"
+    )
+
+
+def print_table(bench: Bench) -> None:
+    rows = bench.rows
+    base, inbound, reports, half = rows[BASELINE], rows[INBOUND], rows[REPORTS], rows[HALF]
+    print(f"{'ingest':<30}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}{'non-2xx':>9}")
+    for name in (BASELINE, INBOUND, REPORTS, HALF):
+        f = rows[name]
+        ratio = f.rps / base.rps
+        print(f"{name:<30}{f.rps:>9.0f}{f.p50_ms:>8.2f}{f.p99_ms:>8.2f}{ratio:>7.2f}{f.non2xx:>9}")
+    print(f"{'ratio inbound (target >= 0.50)':<30}{inbound.rps / base.rps:>9.2f}")
+    print(f"{'ratio reports (target >= 0.50)':<30}{reports.rps / base.rps:>9.2f}")
+    print(f"{'p99 at half rate (<= 10 ms)':<30}{half.p99_ms:>9.2f}")
+    generator = "wrk -t1" if bench.wrk else "the Python generator (closed loop)"
+    print(
+        f"max rates: {generator}, {CONNECTIONS} connections, {DURATION_S:g} s runs; half rate: "
+        f"Python generator, open loop at {inbound.rps / 2:.0f}/s (latency from when each fell due)"
+    )
+    for name, f in [*rows.items(), *(("warm-up", w) for w in bench.warmups)]:
+        if f.requests > f.prepared:
+            bench.notes.append(f"{name}: {f.requests - f.prepared} requests reused an id")
+        if f.non2xx or f.errors:
+            bench.notes.append(f"{name}: {f.non2xx} non-2xx answers, {f.errors} socket errors")
+    for note in bench.notes:
+        print(f"note: {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Carrier-callback ingest benchmark.")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    args = parser.parse_args()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # `bench` importable here and in the generator's process
+    started = time.monotonic()
+    wrk = None if args.loadgen == "python" else ensure_wrk()
+    if wrk is None and args.loadgen == "wrk":
+        raise SystemExit("wrk is not installed and could not be installed")
+    if wrk is None and args.loadgen == "auto":
+        print("wrk is not available: using the Python load generator", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as name:
+        bench = Bench(wrk, Path(name))
+        measure_gateway(bench, measure_baseline(bench))
+        print_table(bench)
+    print(f"took {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
