@@ -6,7 +6,6 @@ digits without `+`; the gateway adds the `+` on the way in and drops it on the w
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ import httpx
 import jwt
 import msgspec
 
+from gateway.carriers import http as carrier_http
 from gateway.carriers.base import (
     Ack,
     Callback,
@@ -138,18 +138,9 @@ class MessageBirdCarrier:
         return parse_callback(request)
 
     async def send(self, submission: Submission, timeout_s: float) -> SendResult:
-        url, headers, body = build_send_request(self._config, submission)
-        try:
-            # asyncio.timeout bounds the whole call (httpx's only bounds each phase).
-            async with asyncio.timeout(timeout_s):
-                response = await self._http.post(
-                    url, content=body, headers=headers, timeout=timeout_s
-                )
-        except TimeoutError as exc:
-            raise CarrierTransientError("messagebird did not answer in time") from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise CarrierTransientError(f"messagebird unreachable: {type(exc).__name__}") from exc
-        return read_send_response(response.status_code, response.content)
+        request = build_send_request(self._config, submission)
+        status_code, body = await carrier_http.post(self._http, "messagebird", request, timeout_s)
+        return read_send_response(status_code, body)
 
 
 # Signature ---------------------------------------------------------------------------------

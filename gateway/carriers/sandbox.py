@@ -21,6 +21,7 @@ import httpx
 import msgspec
 
 from gateway import jsonbody, segments, signing
+from gateway.carriers import http as carrier_http
 from gateway.carriers.base import (
     Ack,
     Callback,
@@ -141,36 +142,22 @@ class SandboxCarrier:
             status_callback=submission.status_callback_url,
             reference=submission.reference,
         )
-        try:
-            # httpx's timeout bounds each phase; asyncio.timeout bounds the whole call, so the
-            # dispatcher's lease always outlives it.
-            async with asyncio.timeout(timeout_s):
-                response = await self._http.post(
-                    self._submit_url,
-                    content=_encoder.encode(payload),
-                    headers={
-                        "authorization": f"Bearer {self._secret}",
-                        "content-type": "application/json",
-                    },
-                    timeout=timeout_s,
-                )
-        except TimeoutError as exc:
-            raise CarrierTransientError("sandbox did not answer in time") from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise CarrierTransientError(f"sandbox unreachable: {type(exc).__name__}") from exc
-        return _read_submit_response(response)
+        headers = {"authorization": f"Bearer {self._secret}", "content-type": "application/json"}
+        request = (self._submit_url, headers, _encoder.encode(payload))
+        status_code, body = await carrier_http.post(self._http, "sandbox", request, timeout_s)
+        return _read_submit_response(status_code, body)
 
 
-def _read_submit_response(response: httpx.Response) -> SendResult:
-    if response.status_code == 429 or response.status_code >= 500:
-        raise CarrierTransientError(f"sandbox answered {response.status_code}")
-    if response.status_code != 200:
+def _read_submit_response(status_code: int, body: bytes) -> SendResult:
+    if status_code == 429 or status_code >= 500:
+        raise CarrierTransientError(f"sandbox answered {status_code}")
+    if status_code != 200:
         raise CarrierPermanentError(
-            f"sandbox refused the message ({response.status_code})",
-            error_code=str(response.status_code),
+            f"sandbox refused the message ({status_code})",
+            error_code=str(status_code),
         )
     try:
-        accepted = _submit_response_decoder.decode(response.content)
+        accepted = _submit_response_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise CarrierTransientError("sandbox answered an unreadable body") from exc
     return SendResult(accepted.id, parts=accepted.parts, carrier_status=accepted.status)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from typing import Annotated
@@ -13,6 +12,7 @@ from cryptography.exceptions import InvalidSignature as BadEd25519Signature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway import jsonbody
+from gateway.carriers import http as carrier_http
 from gateway.carriers.base import (
     Ack,
     Callback,
@@ -291,15 +291,6 @@ class TelnyxCarrier:
         return parse_callback(request.body)
 
     async def send(self, submission: Submission, timeout_s: float) -> SendResult:
-        url, headers, body = build_send_request(self._config, submission)
-        try:
-            # httpx's timeout bounds each phase; asyncio.timeout bounds the whole call.
-            async with asyncio.timeout(timeout_s):
-                response = await self._http.post(
-                    url, content=body, headers=headers, timeout=timeout_s
-                )
-        except TimeoutError as exc:
-            raise CarrierTransientError("telnyx did not answer in time") from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise CarrierTransientError(f"telnyx unreachable: {type(exc).__name__}") from exc
-        return read_send_response(response.status_code, response.content)
+        request = build_send_request(self._config, submission)
+        status_code, body = await carrier_http.post(self._http, "telnyx", request, timeout_s)
+        return read_send_response(status_code, body)

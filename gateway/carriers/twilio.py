@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -12,6 +11,7 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
 import httpx
 import msgspec
 
+from gateway.carriers import http as carrier_http
 from gateway.carriers.base import (
     Ack,
     Callback,
@@ -307,15 +307,6 @@ class TwilioCarrier:
         return parse_callback(request)
 
     async def send(self, submission: Submission, timeout_s: float) -> SendResult:
-        url, headers, body = build_send_request(self._config, submission)
-        try:
-            # asyncio.timeout bounds the whole call, httpx's timeout each phase.
-            async with asyncio.timeout(timeout_s):
-                response = await self._http.post(
-                    url, content=body, headers=headers, timeout=timeout_s
-                )
-        except TimeoutError as exc:
-            raise CarrierTransientError("Twilio did not answer in time") from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise CarrierTransientError(f"Twilio unreachable: {type(exc).__name__}") from exc
-        return read_send_response(response.status_code, response.content)
+        request = build_send_request(self._config, submission)
+        status_code, body = await carrier_http.post(self._http, "Twilio", request, timeout_s)
+        return read_send_response(status_code, body)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -13,6 +12,7 @@ import httpx
 import msgspec
 
 from gateway import jsonbody, segments
+from gateway.carriers import http as carrier_http
 from gateway.carriers.base import (
     Ack,
     Callback,
@@ -328,15 +328,6 @@ class VonageCarrier:
         return parse_params(params)
 
     async def send(self, submission: Submission, timeout_s: float) -> SendResult:
-        url, headers, body = build_send_request(self._config, submission)
-        try:
-            # httpx's timeout bounds each phase; asyncio.timeout bounds the whole call.
-            async with asyncio.timeout(timeout_s):
-                response = await self._http.post(
-                    url, content=body, headers=headers, timeout=timeout_s
-                )
-        except TimeoutError as exc:
-            raise CarrierTransientError("Vonage did not answer in time") from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise CarrierTransientError(f"Vonage unreachable: {type(exc).__name__}") from exc
-        return read_send_response(response.status_code, response.content)
+        request = build_send_request(self._config, submission)
+        status_code, body = await carrier_http.post(self._http, "Vonage", request, timeout_s)
+        return read_send_response(status_code, body)
