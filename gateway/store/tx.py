@@ -46,13 +46,16 @@ class Tx:
             raise StoreError(f"database error: {exc}") from exc
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        cursor = await self.execute(sql, params)
-        row: sqlite3.Row | None = await cursor.fetchone()
-        return row
+        rows = await self.all(sql, params)
+        return rows[0] if rows else None
 
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        cursor = await self.execute(sql, params)
-        return list(await cursor.fetchall())
+        # One trip to the database thread (execute, then fetch, would be two).
+        try:
+            rows = await self._conn.execute_fetchall(sql, params)
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
+            raise StoreError(f"database error: {exc}") from exc
+        return list(rows)
 
     # Reads ------------------------------------------------------------------------------------
 
