@@ -62,6 +62,10 @@ T = TypeVar("T")
 _CUSTOMERS_BY_ID = "SELECT * FROM customers WHERE id IN ({marks})"  # only "?" marks go in
 
 
+class _UnitFailed(Exception):
+    """A unit of a batch raised: the batch is redone with savepoints."""
+
+
 class Store:
     """The SQLite store. Open with `Store.open(path)`; close with `close()`."""
 
@@ -129,8 +133,22 @@ class Store:
                 await self._conn.execute("ROLLBACK")
 
     async def run_batch(self, works: list[Callable[[Tx], Awaitable[T]]]) -> list[T | Exception]:
-        """Run many units of work in one transaction (one disk sync for all), each inside its
-        own savepoint: one that fails is undone alone and its exception returned in its place."""
+        """Run many units of work in one transaction (one disk sync for all). Should one fail,
+        the batch is undone and run again with each unit in its own savepoint, so only the
+        failing one is lost and its exception is returned in its place."""
+        try:
+            async with self.transaction() as tx:
+                results: list[T | Exception] = []
+                for work in works:
+                    try:
+                        results.append(await work(tx))
+                    except Exception as exc:
+                        raise _UnitFailed from exc
+                return results
+        except _UnitFailed:
+            return await self._run_isolated(works)
+
+    async def _run_isolated(self, works: list[Callable[[Tx], Awaitable[T]]]) -> list[T | Exception]:
         results: list[T | Exception] = []
         async with self.transaction() as tx:
             for work in works:
