@@ -290,6 +290,7 @@ def write_config(folder: Path, port: int) -> Path:
 host = "127.0.0.1"
 port = {port}
 public_url = "http://127.0.0.1:{port}"
+access_log = false  # the baseline runs without one too
 
 [api]
 rate_limit_per_s = 0

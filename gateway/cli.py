@@ -55,6 +55,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> None:
             host=config.server.host,
             port=config.server.port,
             lifespan="on",
+            access_log=config.server.access_log,
             log_level="info",
         )
     )

@@ -29,6 +29,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = 65536
+    access_log: bool = True  # one line per request (credentials in query strings masked)
 
 
 class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
