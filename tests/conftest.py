@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -156,6 +157,16 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10
     async with asyncio.timeout(timeout_s):
         while not await check():  # noqa: ASYNC110 - the work happens in another task or process
             await asyncio.sleep(0.02)
+
+
+async def event_kinds(server: GatewayServer, message_id: str) -> list[str]:
+    """The types of a message's outbox events, oldest first."""
+    return [kind for kind, _, _ in await server.gateway.store.outbox_states(message_id)]
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An HTTP Basic Authorization header value, as carriers' APIs expect it."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 ServerFactory = Callable[..., Awaitable[GatewayServer]]

@@ -48,6 +48,7 @@ from tests.conftest import (
     GatewayServer,
     Reply,
     ServerFactory,
+    event_kinds,
 )
 from tests.test_api_messages import assert_error
 
@@ -508,7 +509,7 @@ async def test_duplicate_and_reordered_reports_change_nothing_twice(
     assert (target.status, target.carrier_status, target.error_code) == (
         TargetStatus.DELIVERED, "delivered", ""
     )  # fmt: skip
-    assert [kind for kind, _, _ in await server.gateway.store.outbox_states(message_id)] == [
+    assert await event_kinds(server, message_id) == [
         "message_created", "message_updated", "message_updated"
     ]  # fmt: skip
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,8 @@ from tests.conftest import (
     Reply,
     ServerFactory,
     Tenant,
+    basic_auth,
+    event_kinds,
 )
 from tests.test_api_messages import assert_error
 
@@ -285,16 +286,12 @@ def submission() -> Submission:
     )
 
 
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 def test_build_send_request() -> None:
     config = PlivoConfig(AUTH_ID, AUTH_TOKEN, base_url="https://api.example.com/")
     url, headers, body = plivo.build_send_request(config, submission())
     assert url == f"https://api.example.com/v1/Account/{AUTH_ID}/Message/"
     assert headers == {
-        "authorization": basic(AUTH_ID, AUTH_TOKEN),
+        "authorization": basic_auth(AUTH_ID, AUTH_TOKEN),
         "content-type": "application/json",
         "accept": "application/json",
     }
@@ -457,7 +454,7 @@ async def test_e2e_send_reaches_plivo_with_the_documented_fields(
     message_id = await sent_message(server, fake_carrier_api, tenant, SAMPLE_UUID, "Hi there")
     [request] = fake_carrier_api.received
     assert (request.method, request.path) == ("POST", f"/v1/Account/{AUTH_ID}/Message/")
-    assert request.headers["authorization"] == basic(AUTH_ID, AUTH_TOKEN)
+    assert request.headers["authorization"] == basic_auth(AUTH_ID, AUTH_TOKEN)
     assert request.headers["content-type"] == "application/json"
     assert request.json() == {
         "src": OWN_NUMBER,
@@ -506,7 +503,7 @@ async def test_e2e_duplicate_and_reordered_reports_change_nothing_twice(
     assert (target.status, target.carrier_status, target.error_code) == (
         TargetStatus.DELIVERED, "delivered", ""
     )  # fmt: skip
-    assert [kind for kind, _, _ in await server.gateway.store.outbox_states(message_id)] == [
+    assert await event_kinds(server, message_id) == [
         "message_created", "message_updated", "message_updated"
     ]  # fmt: skip
 

@@ -43,6 +43,7 @@ from tests.conftest import (
     Reply,
     ServerFactory,
     Tenant,
+    event_kinds,
 )
 from tests.test_api_messages import assert_error
 
@@ -410,7 +411,7 @@ class Rig:
         return message.targets[0]
 
     async def event_kinds(self, message_id: str) -> list[str]:
-        return [kind for kind, _, _ in await self.server.gateway.store.outbox_states(message_id)]
+        return await event_kinds(self.server, message_id)
 
     async def messages(self) -> list[Message]:
         return await self.server.gateway.store.list_messages(self.tenant.id, 10, None)

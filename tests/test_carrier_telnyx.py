@@ -44,6 +44,7 @@ from tests.conftest import (
     Reply,
     ServerFactory,
     Tenant,
+    event_kinds,
 )
 from tests.test_api_messages import assert_error
 
@@ -470,7 +471,7 @@ class Rig:
         return str(row["carrier_message_id"])
 
     async def event_kinds(self, message_id: str) -> list[str]:
-        return [kind for kind, _, _ in await self.server.gateway.store.outbox_states(message_id)]
+        return await event_kinds(self.server, message_id)
 
     async def messages(self) -> list[Message]:
         return await self.server.gateway.store.list_messages(self.tenant.id, 10, None)

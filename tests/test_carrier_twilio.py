@@ -43,6 +43,8 @@ from tests.conftest import (
     Reply,
     ServerFactory,
     Tenant,
+    basic_auth,
+    event_kinds,
 )
 from tests.test_api_messages import assert_error
 
@@ -399,16 +401,12 @@ def submission() -> Submission:
     )
 
 
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 def test_build_send_request_with_a_from_number() -> None:
     config = TwilioConfig(ACCOUNT_SID, AUTH_TOKEN, base_url="https://api.example.com/")
     url, headers, body = twilio.build_send_request(config, submission())
     assert url == f"https://api.example.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
     assert headers == {
-        "authorization": basic(ACCOUNT_SID, AUTH_TOKEN),
+        "authorization": basic_auth(ACCOUNT_SID, AUTH_TOKEN),
         "content-type": "application/x-www-form-urlencoded",
         "accept": "application/json",
     }
@@ -594,7 +592,7 @@ async def test_e2e_send_reaches_twilio_with_the_documented_fields(
     [request] = fake_carrier_api.received
     assert request.method == "POST"
     assert request.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
-    assert request.headers["authorization"] == basic(ACCOUNT_SID, AUTH_TOKEN)
+    assert request.headers["authorization"] == basic_auth(ACCOUNT_SID, AUTH_TOKEN)
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
     assert dict(parse_qsl(request.body.decode(), strict_parsing=True)) == {
         "To": PEER,
@@ -643,7 +641,7 @@ async def test_e2e_duplicate_and_reordered_reports_change_nothing_twice(
     assert (target.status, target.carrier_status, target.error_code) == (
         TargetStatus.DELIVERED, "delivered", ""
     )  # fmt: skip
-    assert [kind for kind, _, _ in await server.gateway.store.outbox_states(message_id)] == [
+    assert await event_kinds(server, message_id) == [
         "message_created", "message_updated", "message_updated"
     ]  # fmt: skip
 

@@ -42,6 +42,7 @@ from tests.conftest import (
     Reply,
     ServerFactory,
     Tenant,
+    event_kinds,
 )
 from tests.test_api_messages import assert_error
 
@@ -513,10 +514,6 @@ async def stored(server: GatewayServer, message_id: str) -> Message:
 async def status_of(server: GatewayServer, message_id: str) -> tuple[S, str, str]:
     target = (await stored(server, message_id)).targets[0]
     return target.status, target.carrier_status, target.error_code
-
-
-async def event_kinds(server: GatewayServer, message_id: str) -> list[str]:
-    return [kind for kind, _, _ in await server.gateway.store.outbox_states(message_id)]
 
 
 async def vonage_tenant(server: GatewayServer) -> Tenant:

@@ -21,6 +21,7 @@ from tests.conftest import (
     CustomerEndpoint,
     GatewayServer,
     ServerFactory,
+    event_kinds,
     eventually,
     free_socket,
 )
@@ -175,7 +176,7 @@ async def test_duplicate_and_backward_reports_change_nothing_twice(
     message = await stored(server, message_id)
     assert message.targets[0].status is TargetStatus.DELIVERED
     assert message.targets[0].error_code == ""
-    assert [kind for kind, _, _ in await server.gateway.store.outbox_states(message_id)] == [
+    assert await event_kinds(server, message_id) == [
         "message_created", "message_updated", "message_updated"
     ]  # fmt: skip
 

@@ -7,7 +7,7 @@ from gateway.changes import Outcome
 from gateway.clock import ManualClock
 from gateway.models import Message, TargetStatus
 from gateway.store import DispatchJob
-from tests.conftest import GatewayServer, ServerFactory
+from tests.conftest import GatewayServer, ServerFactory, event_kinds
 
 S = TargetStatus
 
@@ -33,10 +33,6 @@ async def target_of(server: GatewayServer, message_id: str) -> tuple[S, int, str
     assert message is not None
     target = message.targets[0]
     return target.status, target.parts, target.error_code
-
-
-async def event_kinds(server: GatewayServer, message_id: str) -> list[str]:
-    return [kind for kind, _, _ in await server.gateway.store.outbox_states(message_id)]
 
 
 # Report deadline ----------------------------------------------------------------------------------
