@@ -15,12 +15,11 @@ import httpx
 
 from gateway import logs, netguard
 from gateway.auth import issue_token, new_access_key
-from gateway.carriers import KNOWN_CARRIERS
 from gateway.carriers.sandbox import SIGNATURE_HEADER, InboundEvent, signed_callback
 from gateway.cli_common import CommandError, print_json, require_customer, with_store
 from gateway.cli_webhooks import add_customer_commands, add_webhook_commands
 from gateway.clock import SystemClock, format_time
-from gateway.config import Config, load_config
+from gateway.config import CarriersConfig, Config, load_config
 from gateway.errors import (
     ConfigError,
     OwnershipConflict,
@@ -95,8 +94,9 @@ async def cmd_customers_list(config: Config, args: argparse.Namespace) -> None:
 async def cmd_numbers_add(config: Config, args: argparse.Namespace) -> None:
     if not E164.fullmatch(args.number):
         raise CommandError("--number must be E.164, like +15551234567")
-    if args.carrier not in KNOWN_CARRIERS:
-        raise CommandError(f"--carrier must be one of {', '.join(KNOWN_CARRIERS)}")
+    carriers = CarriersConfig.__struct_fields__  # every carrier has a config section
+    if args.carrier not in carriers:
+        raise CommandError(f"--carrier must be one of {', '.join(carriers)}")
     number = Number(args.number, args.customer, args.carrier, format_time(SystemClock().now()))
 
     async def work(store: Store) -> None:

@@ -18,14 +18,12 @@ from gateway.errors import StoreError
 from gateway.group_commit import GroupCommitter
 from gateway.models import Customer
 from gateway.store import Attempt, AttemptOutcome, EndpointHealth, OutboxEvent, Store
-from gateway.webhook_attempt import Attempter, redacted, signed_headers
+from gateway.webhook_attempt import Attempter, redacted
 from gateway.workers import Wakeup
 
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_S = 30.0
-
-__all__ = ["WebhookDeliverer", "signed_headers"]
 
 
 class WebhookDeliverer:
