@@ -7,7 +7,7 @@ next batch. No caller is answered before its write is on disk.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from gateway.store import Store, Tx
@@ -46,12 +46,13 @@ class GroupCommitter(Generic[T]):
 
 
 class Work(Protocol[R]):
-    def __call__(self, tx: Tx) -> Awaitable[R]: ...
+    def __call__(self, tx: Tx) -> Coroutine[Any, Any, R]: ...
 
 
 class GroupTransactor:
-    """Units of work submitted together run in one transaction, each in its own savepoint, so
-    concurrent carrier callbacks share one disk sync and each caller is answered after it."""
+    """Units of work submitted together run in one transaction, in one hop to the database
+    thread, so concurrent carrier callbacks share one disk sync and each caller is answered
+    after it (a failing unit is undone alone; see Store.run_batch)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store

@@ -13,6 +13,7 @@ from gateway import events, jsonbody, segments
 from gateway.clock import NEVER, Clock, format_time, later, parse_time
 from gateway.config import Config
 from gateway.errors import AlreadyExists, InvalidArgument, NotFound
+from gateway.group_commit import GroupTransactor
 from gateway.models import (
     Address,
     Direction,
@@ -163,6 +164,8 @@ class MessageService:
         self._config = config
         self._carriers = configured_carriers
         self._on_commit = on_commit
+        # Sends and deletes arriving together share one transaction and disk sync.
+        self._writes = GroupTransactor(store)
 
     async def send(
         self, customer_id: str, request: SendRequest, body_hash: str, idempotency_key: str | None
@@ -180,7 +183,8 @@ class MessageService:
         message = _new_outbound(
             customer_id, source, destinations, request.text, number.carrier, now
         )
-        async with self._store.transaction() as tx:
+
+        async def work(tx: Tx) -> Message:
             if idempotency_key:
                 existing = await self._replay(tx, customer_id, idempotency_key, body_hash, message)
                 if existing is not None:
@@ -191,8 +195,11 @@ class MessageService:
                 send_deadline_at=later(now, self._config.dispatch.send_deadline_s),
             )
             await self._notify(tx, EventType.MESSAGE_CREATED, message, format_time(now))
+            return message
+
+        stored = await self._writes.run(work)
         self._on_commit()
-        return message
+        return stored
 
     async def _replay(
         self, tx: Tx, customer_id: str, key: str, body_hash: str, message: Message
@@ -232,13 +239,17 @@ class MessageService:
     async def delete(self, customer_id: str, message_id: str) -> Message:
         message_id = parse_message_id(message_id)
         now = format_time(self._clock.now())
-        async with self._store.transaction() as tx:
+
+        async def work(tx: Tx) -> Message:
             message = await tx.get_message(message_id)
             if message is None or message.customer_id != customer_id or message.tm_delete != NEVER:
                 raise NotFound("MESSAGE_NOT_FOUND", "no such message")
             await tx.mark_deleted(message_id, now)
             deleted = msgspec.structs.replace(message, tm_update=now, tm_delete=now)
             await self._notify(tx, EventType.MESSAGE_DELETED, deleted, now)
+            return deleted
+
+        deleted = await self._writes.run(work)
         self._on_commit()
         return deleted
 

@@ -27,7 +27,8 @@ class Tracker:
         self._clock = clock
         self._config = config
         self._on_commit = on_commit
-        self._callbacks = GroupTransactor(store)
+        # Callbacks and dispatch results arriving together share one transaction and disk sync.
+        self._writes = GroupTransactor(store)
 
     def _now(self) -> str:
         return format_time(self._clock.now())
@@ -50,7 +51,7 @@ class Tracker:
                 return await self._report(tx, carrier, event, now)
             return Outcome.IGNORED
 
-        outcome = await self._callbacks.run(work)
+        outcome = await self._writes.run(work)
         if outcome is not Outcome.DUPLICATE:
             self._on_commit()
         return outcome
@@ -98,7 +99,8 @@ class Tracker:
         parts = len(result.part_ids) or result.parts
         sent = Change(TargetStatus.SENT, result.carrier_status, parts=parts)
         ids = result.part_ids or (result.carrier_message_id,)
-        async with self._store.transaction() as tx:
+
+        async def work(tx: Tx) -> None:
             for carrier_message_id in ids:
                 await tx.add_carrier_ref(job.carrier, carrier_message_id, ref)
             if result.part_ids:
@@ -108,6 +110,8 @@ class Tracker:
             )
             for carrier_message_id in ids:
                 await self._apply_early_reports(tx, job.carrier, carrier_message_id, now)
+
+        await self._writes.run(work)
         self._on_commit()
 
     async def _apply_early_reports(
@@ -123,16 +127,21 @@ class Tracker:
     async def record_final(self, job: DispatchJob, change: Change) -> None:
         """The send ended without a carrier accepting it: failed, or gw_timeout."""
         now = self._now()
-        async with self._store.transaction() as tx:
-            ref = TargetRef(job.message_id, job.idx)
+        ref = TargetRef(job.message_id, job.idx)
+
+        async def work(tx: Tx) -> None:
             await apply_change(tx, ref, change, now, dispatch_done=True)
+
+        await self._writes.run(work)
         self._on_commit()
 
     async def retry_later(self, job: DispatchJob, next_send_at: str) -> None:
-        async with self._store.transaction() as tx:
-            await tx.schedule_send(
-                TargetRef(job.message_id, job.idx), next_send_at, job.send_attempts + 1
-            )
+        ref = TargetRef(job.message_id, job.idx)
+
+        async def work(tx: Tx) -> None:
+            await tx.schedule_send(ref, next_send_at, job.send_attempts + 1)
+
+        await self._writes.run(work)
 
     # Timers ---------------------------------------------------------------------------------
 
@@ -140,13 +149,17 @@ class Tracker:
         """Targets `sent` with no final report by their deadline become dlr_timeout."""
         now = self._now()
         overdue = await self._store.overdue_reports(now, TIMER_BATCH)
-        for ref in overdue:
-            async with self._store.transaction() as tx:
+        if not overdue:
+            return 0
+
+        async def expire(tx: Tx) -> None:
+            for ref in overdue:
                 change = Change(TargetStatus.DLR_TIMEOUT)
                 if not await apply_change(tx, ref, change, now, dispatch_done=False):
                     await tx.clear_dlr_deadline(ref)  # already final: nothing is overdue
-        if overdue:
-            self._on_commit()
+
+        await self._store.atomic(expire)
+        self._on_commit()
         return len(overdue)
 
     async def flush_inbound(self) -> int:
@@ -154,11 +167,15 @@ class Tracker:
         now = self._clock.now()
         waited = later(now, -self._config.inbound.reassembly_wait_s)
         overdue = await self._store.overdue_inbound(waited, TIMER_BATCH)
-        for key in overdue:
-            async with self._store.transaction() as tx:
+        if not overdue:
+            return 0
+
+        async def flush(tx: Tx) -> None:
+            for key in overdue:
                 parts = await tx.take_inbound_parts(key)
                 if parts:
                     await inbound.receive(tx, key.carrier, inbound.joined(parts), format_time(now))
-        if overdue:
-            self._on_commit()
+
+        await self._store.atomic(flush)
+        self._on_commit()
         return len(overdue)

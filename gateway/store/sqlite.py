@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import msgspec
@@ -34,7 +35,7 @@ from gateway.store.records import (
     outbox_event_from,
 )
 from gateway.store.schema import MIGRATIONS
-from gateway.store.tx import Tx
+from gateway.store.tx import InThread, Tx
 
 # Only "?" marks are formatted into {busy}; the values are bound.
 _CLAIM_EVENTS = (
@@ -64,6 +65,80 @@ _CUSTOMERS_BY_ID = "SELECT * FROM customers WHERE id IN ({marks})"  # only "?" m
 
 class _UnitFailed(Exception):
     """A unit of a batch raised: the batch is redone with savepoints."""
+
+
+Unit = Callable[[Tx], Coroutine[Any, Any, T]]
+
+
+def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a unit of work to its end without an event loop: over `InThread` its awaits never
+    suspend. One that does waits on something outside the database, which is a bug."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+    coroutine.close()
+    raise RuntimeError("a unit of work awaited something other than the database")
+
+
+def _rollback_in_thread(raw: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back by itself (disk full, I/O error).
+    with contextlib.suppress(sqlite3.Error):
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+
+
+def _atomic_in_thread(raw: sqlite3.Connection, work: Unit[T]) -> T:
+    """BEGIN IMMEDIATE, the whole unit, COMMIT - inside the database thread."""
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(f"database unavailable: {exc}") from exc
+    try:
+        result = _drive(work(Tx(InThread(raw))))
+    except BaseException:
+        _rollback_in_thread(raw)
+        raise
+    try:
+        raw.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback_in_thread(raw)
+        raise StoreError(f"commit failed: {exc}") from exc
+    return result
+
+
+def _batch_in_thread(raw: sqlite3.Connection, works: list[Unit[T]]) -> list[T | Exception]:
+    """Every unit in one transaction; should one fail, all again, each in its own savepoint."""
+
+    async def all_or_nothing(tx: Tx) -> list[T | Exception]:
+        results: list[T | Exception] = []
+        for work in works:
+            try:
+                results.append(await work(tx))
+            except Exception as exc:
+                raise _UnitFailed from exc
+        return results
+
+    async def isolated(tx: Tx) -> list[T | Exception]:
+        results: list[T | Exception] = []
+        for work in works:
+            await tx.execute("SAVEPOINT unit")
+            try:
+                results.append(await work(tx))
+            except Exception as exc:
+                await tx.execute("ROLLBACK TO unit")
+                results.append(exc)
+            await tx.execute("RELEASE unit")
+        return results
+
+    try:
+        return _atomic_in_thread(raw, all_or_nothing)
+    except _UnitFailed:
+        return _atomic_in_thread(raw, isolated)
+
+
+def _read_in_thread(raw: sqlite3.Connection, work: Unit[T]) -> T:
+    return _drive(work(Tx(InThread(raw))))
 
 
 class Store:
@@ -132,34 +207,29 @@ class Store:
             if self._conn.in_transaction:
                 await self._conn.execute("ROLLBACK")
 
-    async def run_batch(self, works: list[Callable[[Tx], Awaitable[T]]]) -> list[T | Exception]:
-        """Run many units of work in one transaction (one disk sync for all). Should one fail,
-        the batch is undone and run again with each unit in its own savepoint, so only the
-        failing one is lost and its exception is returned in its place."""
-        try:
-            async with self.transaction() as tx:
-                results: list[T | Exception] = []
-                for work in works:
-                    try:
-                        results.append(await work(tx))
-                    except Exception as exc:
-                        raise _UnitFailed from exc
-                return results
-        except _UnitFailed:
-            return await self._run_isolated(works)
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in aiosqlite's database thread, in one hop, after whatever is queued there.
+        aiosqlite has no public call for this; `_execute` and `_conn` are what its own methods
+        use (pinned in pyproject.toml; every store test goes through here)."""
+        return cast(T, await self._conn._execute(fn, self._conn._conn))  # type: ignore[no-untyped-call]
 
-    async def _run_isolated(self, works: list[Callable[[Tx], Awaitable[T]]]) -> list[T | Exception]:
-        results: list[T | Exception] = []
-        async with self.transaction() as tx:
-            for work in works:
-                await tx.execute("SAVEPOINT unit")
-                try:
-                    results.append(await work(tx))
-                except Exception as exc:
-                    await tx.execute("ROLLBACK TO unit")
-                    results.append(exc)
-                await tx.execute("RELEASE unit")
-        return results
+    async def atomic(self, work: Unit[T]) -> T:
+        """One unit of work in one transaction, run whole in the database thread: one hop
+        instead of one per statement. `work` may await only its Tx."""
+        async with self._lock:
+            return await self._in_thread(partial(_atomic_in_thread, work=work))
+
+    async def read(self, work: Unit[T]) -> T:
+        """Reads in one hop, under the lock (never seeing another unit's uncommitted writes)."""
+        async with self._lock:
+            return await self._in_thread(partial(_read_in_thread, work=work))
+
+    async def run_batch(self, works: list[Unit[T]]) -> list[T | Exception]:
+        """Run many units of work in one transaction (one disk sync for all), in one hop. Should
+        one fail, the batch is undone and run again with each unit in its own savepoint, so only
+        the failing one is lost and its exception is returned in its place."""
+        async with self._lock:
+            return await self._in_thread(partial(_batch_in_thread, works=works))
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Tx]:
@@ -260,8 +330,7 @@ class Store:
     # Messages -------------------------------------------------------------------------------
 
     async def get_message(self, message_id: str) -> Message | None:
-        async with self.reading() as tx:
-            return await tx.get_message(message_id)
+        return await self.read(lambda tx: tx.get_message(message_id))
 
     async def list_messages(
         self, customer_id: str, limit: int, before: tuple[str, str | None] | None
@@ -277,15 +346,18 @@ class Store:
             params.append(before[0])
         sql += " ORDER BY tm_create DESC, id DESC LIMIT ?"
         params.append(limit)
-        async with self.reading() as tx:
-            rows = await tx.all(sql, params)
-            return await tx.assemble(rows)
+
+        async def page(tx: Tx) -> list[Message]:
+            return await tx.assemble(await tx.all(sql, params))
+
+        return await self.read(page)
 
     # Outbound dispatch -----------------------------------------------------------------------
 
     async def claim_due_targets(self, now: str, lease_until: str, limit: int) -> list[DispatchJob]:
         """Queued targets whose time has come and that no live worker holds; leases them."""
-        async with self.transaction() as tx:
+
+        async def claim(tx: Tx) -> list[DispatchJob]:
             rows = await tx.all(
                 "SELECT t.message_id, t.idx, t.carrier, t.destination, t.send_deadline_at, "
                 "t.send_attempts, m.source, m.text FROM targets t JOIN messages m "
@@ -297,7 +369,9 @@ class Store:
                 "UPDATE targets SET lease_until = ? WHERE message_id = ? AND idx = ?",
                 [(lease_until, row["message_id"], row["idx"]) for row in rows],
             )
-        return [dispatch_job_from(row) for row in rows]
+            return [dispatch_job_from(row) for row in rows]
+
+        return await self.atomic(claim)
 
     async def overdue_reports(self, now: str, limit: int) -> list[TargetRef]:
         """Targets still `sent` whose final report is overdue."""
@@ -327,24 +401,25 @@ class Store:
     ) -> list[OutboxEvent]:
         """Due events to attempt, leased: each message's oldest pending event only (order), at
         most `per_customer` per endpoint, none for `busy` or disabled endpoints (isolation)."""
-        marks = ",".join("?" * len(busy))
-        async with self.transaction() as tx:
-            rows = await tx.all(
-                _CLAIM_EVENTS.format(busy=marks),
-                (now, now, *busy, now, limit * 4, per_customer, limit),
-            )
+        sql = _CLAIM_EVENTS.format(busy=",".join("?" * len(busy)))
+
+        async def claim(tx: Tx) -> list[OutboxEvent]:
+            rows = await tx.all(sql, (now, now, *busy, now, limit * 4, per_customer, limit))
             await tx.executemany(
                 "UPDATE outbox SET lease_until = ? WHERE seq = ?",
                 [(lease_until, row["seq"]) for row in rows],
             )
-        return [outbox_event_from(row) for row in rows]
+            return [outbox_event_from(row) for row in rows]
+
+        return await self.atomic(claim)
 
     async def release_events(self, seqs: Collection[int]) -> None:
         """Give claimed events back unattempted (the worker had no room for them after all)."""
-        async with self.transaction() as tx:
-            await tx.executemany(
+        await self.atomic(
+            lambda tx: tx.executemany(
                 "UPDATE outbox SET lease_until = NULL WHERE seq = ?", [(seq,) for seq in seqs]
             )
+        )
 
     async def finish_attempt(
         self,
@@ -362,9 +437,12 @@ class Store:
 
     async def finish_attempts(self, outcomes: list[AttemptOutcome]) -> None:
         """Record many attempts in one transaction (group commit: one disk sync for all)."""
-        async with self.transaction() as tx:
+
+        async def finish(tx: Tx) -> None:
             for outcome in outcomes:
                 await tx.finish_attempt(outcome)
+
+        await self.atomic(finish)
 
     async def requeue_message_events(self, message_id: str, now: str) -> int:
         """Queue every event of a message again (manual resend); the webhook-ids stay."""

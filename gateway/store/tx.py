@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-import aiosqlite
 import msgspec
 
 from gateway.clock import NEVER
@@ -27,17 +26,52 @@ from gateway.store.records import (
 _encoder = msgspec.json.Encoder()
 
 
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+
+class Connection(Protocol):
+    """What a Tx needs of its connection: aiosqlite's (one thread hop per statement) or
+    `InThread` (statements run directly, inside the database thread)."""
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ...) -> Any: ...
+
+    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> Any: ...
+
+    async def execute_fetchall(self, sql: str, parameters: Sequence[Any] = ...) -> Any: ...
+
+
+class InThread:
+    """A sqlite3 connection behind the async Connection interface, for units of work that run
+    whole inside the database thread: its coroutines never suspend, so `drive` completes them
+    without an event loop, and a unit of many statements costs one hop instead of one each."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, parameters)
+
+    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, parameters)
+
+    async def execute_fetchall(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        return self._conn.execute(sql, parameters).fetchall()
+
+
 class Tx:
     """Statements inside one transaction (or one locked read)."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         try:
-            return await self._conn.execute(sql, params)
+            cursor: Cursor = await self._conn.execute(sql, params)
         except (sqlite3.Error, ValueError, OverflowError) as exc:
             raise StoreError(f"database error: {exc}") from exc
+        return cursor
 
     async def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
         try:
@@ -50,7 +84,7 @@ class Tx:
         return rows[0] if rows else None
 
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        # One trip to the database thread (execute, then fetch, would be two).
+        # One statement, rows fetched with it (execute, then fetch, would be two trips).
         try:
             rows = await self._conn.execute_fetchall(sql, params)
         except (sqlite3.Error, ValueError, OverflowError) as exc:
