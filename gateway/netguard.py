@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -227,10 +228,24 @@ async def pin(
     Connecting to the returned IP, not the name, means a second DNS answer (rebinding)
     cannot swap in an address that was never checked.
     """
-    target = _parse_uri(uri)
+    target = _parsed(uri)
     if target.literal is not None:
-        addresses = [target.literal]
+        addresses: tuple[IPAddress, ...] = (target.literal,)
     else:
-        addresses = await _resolve(target, resolver)
-    _check_all(target.host, addresses, policy)
+        addresses = tuple(await _resolve(target, resolver))  # every time: names change
+    return _checked_pin(target, addresses, policy)
+
+
+# Both are pure, and a delivery worker asks about the same endpoints many times a second: the
+# parse and the address checks cost more than signing the request. Refusals are not cached.
+@functools.lru_cache(maxsize=4096)
+def _parsed(uri: str) -> _Uri:
+    return _parse_uri(uri)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_pin(
+    target: _Uri, addresses: tuple[IPAddress, ...], policy: NetworkPolicy
+) -> PinnedTarget:
+    _check_all(target.host, list(addresses), policy)
     return _pinned(target, addresses[0])

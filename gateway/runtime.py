@@ -55,7 +55,8 @@ class Gateway:
         self.carriers: dict[str, Carrier] = {}
         self.simulator: SandboxSimulator | None = None
         self._add_carriers()
-        self.tracker = Tracker(store, clock, config, self._changed)
+        # Callbacks and send results only make webhook events; nothing new to dispatch.
+        self.tracker = Tracker(store, clock, config, self.webhook_wakeup.notify)
         self.messages = MessageService(store, clock, config, self.carriers, self._changed)
         self.auth = Authenticator(store, config.auth.jwt_secret, clock)
         self.rate_limits = TokenBuckets(
