@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import httpx
 
 from gateway.errors import CarrierTransientError
@@ -24,6 +25,6 @@ async def post(
             response = await http.post(url, content=body, headers=headers, timeout=timeout_s)
     except TimeoutError as exc:
         raise CarrierTransientError(f"{carrier} did not answer in time") from exc
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, aiohttp.ClientError) as exc:
         raise CarrierTransientError(f"{carrier} unreachable: {type(exc).__name__}") from exc
     return response.status_code, response.content
