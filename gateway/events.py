@@ -26,8 +26,7 @@ async def should_notify(tx: Tx, message: Message, event_type: EventType) -> bool
     """A customer with a webhook hears of every change, but nothing after a delete."""
     if message.tm_delete != NEVER and event_type is not EventType.MESSAGE_DELETED:
         return False
-    customer = await tx.get_customer(message.customer_id)
-    return customer is not None and bool(customer.webhook_uri)
+    return await tx.has_webhook(message.customer_id)
 
 
 def event_body(event_type: EventType, message: Message) -> bytes:

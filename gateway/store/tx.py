@@ -97,6 +97,10 @@ class Tx:
         row = await self.one("SELECT * FROM customers WHERE id = ?", (customer_id,))
         return customer_from(row) if row else None
 
+    async def has_webhook(self, customer_id: str) -> bool:
+        row = await self.one("SELECT webhook_uri FROM customers WHERE id = ?", (customer_id,))
+        return row is not None and bool(row["webhook_uri"])
+
     async def get_number(self, number: str) -> Number | None:
         row = await self.one(
             "SELECT number, customer_id, carrier, tm_create FROM numbers "
