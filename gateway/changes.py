@@ -43,9 +43,11 @@ async def apply_change(
 
     `dlr_deadline_at` applies when the target becomes `sent`: when its final report is due.
     """
-    target = await tx.get_target(ref)
-    if target is None:
+    # One read gives the target and the message its event carries (updated in memory below).
+    message = await tx.get_message(ref.message_id)
+    if message is None or ref.idx >= len(message.targets):
         return False
+    target = message.targets[ref.idx]
     status = advance_status(target.status, change.status)
     if status is None:
         if dispatch_done:
@@ -64,9 +66,10 @@ async def apply_change(
     )
     deadline = dlr_deadline_at if status is TargetStatus.SENT else None
     await tx.update_target(ref, updated, dispatch_done=dispatch_done, dlr_deadline_at=deadline)
-    message = await tx.get_message(ref.message_id)
-    if message is not None:
-        await events.notify(tx, EventType.MESSAGE_UPDATED, message, now)
+    targets = list(message.targets)
+    targets[ref.idx] = updated
+    message = msgspec.structs.replace(message, targets=tuple(targets), tm_update=now)
+    await events.notify(tx, EventType.MESSAGE_UPDATED, message, now)
     return True
 
 

@@ -137,12 +137,6 @@ class Tx:
         )
         return TargetRef(row["message_id"], row["idx"]) if row else None
 
-    async def get_target(self, ref: TargetRef) -> Target | None:
-        row = await self.one(
-            "SELECT * FROM targets WHERE message_id = ? AND idx = ?", (ref.message_id, ref.idx)
-        )
-        return target_from(row) if row else None
-
     # Writes -----------------------------------------------------------------------------------
 
     async def insert_message(
