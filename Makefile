@@ -28,6 +28,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/isolation.py
+	$(BIN)/python bench/e2e.py
+	$(BIN)/python bench/growth.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench

@@ -10,7 +10,6 @@ Prints events/s and the ratio. Run: `make bench` (or `.venv/bin/python bench/del
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,14 +27,13 @@ from gateway.models import Address, Customer, Direction, EventType, Message
 from gateway.runtime import Gateway
 from gateway.signing import generate_webhook_secret
 
+if __package__ in (None, ""):  # run as a script: the repository root makes `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import free_port
+
 EVENTS = 5000
 IN_FLIGHT = 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sample(customer_id: str, now: str) -> Message:

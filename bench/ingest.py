@@ -21,15 +21,11 @@ import asyncio
 import json
 import os
 import shutil
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +37,11 @@ from starlette.routing import Route
 
 from gateway.carriers.sandbox import InboundEvent, StatusEvent, signed_callback
 
-ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: the repository root makes `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, free_port, gateway_cli, query, server
+
 HOOK = "/hooks/sandbox"
 SECRET = "bench-sandbox-secret"  # noqa: S105 - a throwaway config's secret
 OWNED = "+15550100000"  # the customer's number: inbound goes to it, sends come from it
@@ -49,7 +49,7 @@ SENDER = "+15557654321"
 DURATION_S = 10.0
 WARMUP_S = 1.0
 CONNECTIONS = 64
-DESTINATIONS = 100  # per message sent for the delivery reports (the API's maximum)
+DESTINATIONS = 1  # per message sent for the delivery reports: the usual send, one recipient
 MAX_TARGETS = 20_000  # enough reports for every one to find a `sent` target, up to this
 DISPATCH_WAIT_S = 30.0
 
@@ -71,49 +71,6 @@ baseline_app = Starlette(routes=[Route(HOOK, _ok, methods=["POST"])])
 
 
 # Processes ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server on port {port} exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on port {port} within {timeout_s} s")
-
-
-@contextmanager
-def server(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A server process, its output in `log`; terminated (then killed) on the way out."""
-    with log.open("wb") as sink:
-        process = subprocess.Popen(argv, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
-        try:
-            wait_listening(port, process)
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def gateway_cli(config: Path, *args: str) -> str:
-    argv = [sys.executable, "-m", "gateway", *args, "--config", str(config)]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)  # noqa: S603
-    if done.returncode != 0:
-        raise RuntimeError(f"gateway {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 def ensure_wrk() -> str | None:
@@ -325,7 +282,7 @@ def set_up_customer(config: Path) -> str:
 
 async def send_messages(port: int, access_key: str, messages: int) -> None:
     url = f"http://127.0.0.1:{port}/v1.0/messages?accesskey={access_key}"
-    limit = asyncio.Semaphore(8)
+    limit = asyncio.Semaphore(32)
     async with aiohttp.ClientSession() as session:
 
         async def send(m: int) -> None:
@@ -341,12 +298,6 @@ async def send_messages(port: int, access_key: str, messages: int) -> None:
                     raise RuntimeError(f"send refused: {response.status} {await response.text()}")
 
         await asyncio.gather(*(send(m) for m in range(messages)))
-
-
-def query(database: Path, sql: str) -> list[tuple[object, ...]]:
-    """Read-only, so the gateway's file is never written by the benchmark."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        return db.execute(sql).fetchall()
 
 
 SENT_IDS = (
