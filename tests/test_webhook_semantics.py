@@ -4,21 +4,25 @@ isolation of a dead endpoint, and signing with a rotated secret."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import email.utils
 import random
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from gateway import events
 from gateway.clock import ManualClock, format_time
 from gateway.delivery_policy import Answer, ErrorClass, next_delay_s, retry_after_s
-from gateway.models import Customer
+from gateway.models import Address, Customer, Direction, EventType, Message
 from gateway.signing import generate_webhook_secret
-from gateway.store import Attempt, EndpointHealth
+from gateway.store import Attempt, EndpointHealth, Store
 from gateway.webhook_attempt import signatures
 from tests.conftest import (
     CustomerEndpoint,
@@ -389,3 +393,32 @@ async def test_an_endpoint_re_enabled_during_an_attempt_stays_enabled(
         stale = EndpointHealth(tenant.id, False, earlier, "failed for 5 days", earlier)
         await tx.record_endpoint_health(stale)
     assert (await customer(server, tenant)).webhook_disabled_at == ""
+
+
+async def test_one_endpoints_backlog_never_crowds_another_out_of_a_claim(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "claim.db")
+    try:
+        now = format_time(START)
+        backlogged, healthy = (
+            Customer(str(uuid.uuid4()), name, "http://127.0.0.1:9/h", "POST",
+                     generate_webhook_secret(), now)
+            for name in ("backlogged", "healthy")
+        )  # fmt: skip
+        for customer in (backlogged, healthy):
+            await store.create_customer(customer)
+        async with store.transaction() as tx:
+            for customer, count in ((backlogged, 300), (healthy, 3)):
+                for _ in range(count):  # the backlog is older: it comes first in due order
+                    message = Message(
+                        str(uuid.uuid4()), customer.id, "sms", Address("tel", "+15550000001"),
+                        (), "hi", Direction.INBOUND, now,
+                    )  # fmt: skip
+                    await tx.add_event(
+                        events.new_event_id(), EventType.MESSAGE_CREATED, message, b"{}", now
+                    )
+        lease = format_time(START + dt.timedelta(seconds=60))
+        claimed = await store.claim_due_events(now, lease, 8, 4, [])
+        per_customer = collections.Counter(event.customer_id for event in claimed)
+        assert per_customer == {backlogged.id: 4, healthy.id: 3}
+    finally:
+        await store.close()

@@ -162,4 +162,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0
     """,
+    # Claims go endpoint by endpoint (one endpoint's backlog never slows another's claims), and
+    # start-up finds the leases of a crashed process without reading every row.
+    """
+    CREATE INDEX outbox_customer_due ON outbox (state, customer_id, next_attempt_at);
+    DROP INDEX outbox_due;
+    CREATE INDEX outbox_leased ON outbox (lease_until) WHERE lease_until IS NOT NULL;
+    CREATE INDEX targets_leased ON targets (lease_until) WHERE lease_until IS NOT NULL
+    """,
 )

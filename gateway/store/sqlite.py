@@ -37,26 +37,26 @@ from gateway.store.records import (
 from gateway.store.schema import MIGRATIONS
 from gateway.store.tx import InThread, Tx
 
-# Only "?" marks are formatted into {busy}; the values are bound.
-_CLAIM_EVENTS = (
-    # The earliest due candidates only (a bounded set, so a claim stays cheap with a deep
-    # backlog); of those, each customer's first `per_customer`.
-    "WITH due AS (SELECT o.* FROM outbox o "
-    "JOIN customers c ON c.id = o.customer_id AND c.webhook_disabled_at = '' "
-    "WHERE o.state = 'pending' AND o.next_attempt_at <= ? "
-    "AND (o.lease_until IS NULL OR o.lease_until <= ?) "
-    "AND o.customer_id NOT IN ({busy}) "
+# Endpoints with an event due, oldest first; one index seek each. Only "?" marks go in {busy}.
+_DUE_CUSTOMERS = (
+    "SELECT id FROM (SELECT c.id AS id, (SELECT MIN(o.next_attempt_at) FROM outbox o "
+    "WHERE o.state = 'pending' AND o.customer_id = c.id AND o.next_attempt_at <= ? "
+    "AND (o.lease_until IS NULL OR o.lease_until <= ?)) AS first_due "
+    "FROM customers c WHERE c.webhook_disabled_at = '' AND c.id NOT IN ({busy})) "
+    "WHERE first_due IS NOT NULL ORDER BY first_due LIMIT ?"
+)
+# One endpoint's first due events that may go now: each message's oldest pending event only,
+# and none of a message with an event in flight (a resent older event must not be overtaken).
+# The walk stops at the limit, so it costs that endpoint's due events at most, no one else's.
+_CUSTOMER_DUE_EVENTS = (
+    "SELECT o.* FROM outbox o WHERE o.state = 'pending' AND o.customer_id = ? "
+    "AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until <= ?) "
     "AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.message_id = o.message_id "
     "AND p.state = 'pending') "
-    # A message with any event in flight waits: a resent older event must not overtake it.
     "AND NOT EXISTS (SELECT 1 FROM outbox q WHERE q.message_id = o.message_id "
     "AND q.lease_until > ?) "
-    "ORDER BY o.next_attempt_at, o.seq LIMIT ?), "
-    "heads AS (SELECT due.*, ROW_NUMBER() OVER (PARTITION BY customer_id "
-    "ORDER BY next_attempt_at, seq) AS rank FROM due) "
-    "SELECT * FROM heads WHERE rank <= ? ORDER BY next_attempt_at, seq LIMIT ?"
+    "ORDER BY o.next_attempt_at, o.seq LIMIT ?"
 )
-
 
 T = TypeVar("T")
 
@@ -401,14 +401,22 @@ class Store:
     ) -> list[OutboxEvent]:
         """Due events to attempt, leased: each message's oldest pending event only (order), at
         most `per_customer` per endpoint, none for `busy` or disabled endpoints (isolation)."""
-        sql = _CLAIM_EVENTS.format(busy=",".join("?" * len(busy)))
+        due_customers = _DUE_CUSTOMERS.format(busy=",".join("?" * len(busy)))
 
         async def claim(tx: Tx) -> list[OutboxEvent]:
-            rows = await tx.all(sql, (now, now, *busy, now, limit * 4, per_customer, limit))
+            rows: list[sqlite3.Row] = []
+            # More endpoints than slots: some may have nothing that can go (order waits).
+            candidates = await tx.all(due_customers, (now, now, *busy, limit * 4))
+            for customer in candidates:
+                take = min(per_customer, limit - len(rows))
+                if take <= 0:
+                    break
+                rows += await tx.all(_CUSTOMER_DUE_EVENTS, (customer["id"], now, now, now, take))
             await tx.executemany(
                 "UPDATE outbox SET lease_until = ? WHERE seq = ?",
                 [(lease_until, row["seq"]) for row in rows],
             )
+            rows.sort(key=lambda row: (row["next_attempt_at"], row["seq"]))
             return [outbox_event_from(row) for row in rows]
 
         return await self.atomic(claim)
