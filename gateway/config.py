@@ -60,6 +60,10 @@ class WebhooksConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jitter: Annotated[float, msgspec.Meta(ge=0, le=0.5)] = 0.2  # +-20 % on scheduled delays
     disable_after_s: Positive = 432000.0  # an endpoint failing this long is disabled (5 days)
     poll_interval_s: Positive = 1.0
+    # An endpoint failing this many attempts in a row is paused for breaker_cooldown_s, then
+    # probed one attempt at a time (0: never paused). Its events wait without spending retries.
+    breaker_failures: Annotated[int, msgspec.Meta(ge=0)] = 10
+    breaker_cooldown_s: Positive = 30.0
 
     def __post_init__(self) -> None:
         for cidr in self.allowed_networks:

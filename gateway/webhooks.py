@@ -7,10 +7,12 @@ or dead endpoint holds only its own slots and never delays other customers' deli
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import random
 import time
 
+from gateway.breaker import Breakers
 from gateway.clock import Clock, format_time, later, parse_time
 from gateway.config import WebhooksConfig
 from gateway.delivery_policy import Answer, ErrorClass, disable_reason, next_delay_s
@@ -45,6 +47,7 @@ class WebhookDeliverer:
         self._wakeup: Wakeup | None = None
         # Attempts that finish together are recorded in one transaction (one disk sync).
         self._results = GroupCommitter(store.finish_attempts)
+        self._breakers = Breakers(config.breaker_failures, config.breaker_cooldown_s)
 
     async def run_once(self) -> int:
         """Start what is due and wait for those deliveries (tests step the worker this way)."""
@@ -84,27 +87,33 @@ class WebhookDeliverer:
         if free <= 0 or (in_flight and free < self._config.concurrency // 4):
             return []
         per_endpoint = self._config.per_endpoint_concurrency
-        busy = [c for c, n in self._in_flight.items() if n >= per_endpoint]
         now = self._clock.now()
+        busy = set(self._breakers.open_endpoints(now))
+        busy.update(c for c, n in self._in_flight.items() if n >= self._room(c, now))
         lease_until = later(now, self._config.timeout_s + LEASE_MARGIN_S)
         events = await self._store.claim_due_events(
             format_time(now), lease_until, free, per_endpoint, busy
         )
-        fitting, surplus = self._fit(events)
+        fitting, surplus = self._fit(events, now)
         if surplus:
             await self._store.release_events([event.seq for event in surplus])
         # One lookup for the batch: the endpoint, method and secrets as they are now.
         customers = await self._store.get_customers({event.customer_id for event in fitting})
         return [self._start(event, customers.get(event.customer_id)) for event in fitting]
 
-    def _fit(self, events: list[OutboxEvent]) -> tuple[list[OutboxEvent], list[OutboxEvent]]:
+    def _room(self, customer_id: str, now: dt.datetime) -> int:
+        return self._breakers.room(customer_id, self._config.per_endpoint_concurrency, now)
+
+    def _fit(
+        self, events: list[OutboxEvent], now: dt.datetime
+    ) -> tuple[list[OutboxEvent], list[OutboxEvent]]:
         """Split claimed events into those within each endpoint's cap and the rest."""
-        room = dict(self._in_flight)
+        used_by = dict(self._in_flight)
         fitting, surplus = [], []
         for event in events:
-            used = room.get(event.customer_id, 0)
-            if used < self._config.per_endpoint_concurrency:
-                room[event.customer_id] = used + 1
+            used = used_by.get(event.customer_id, 0)
+            if used < self._room(event.customer_id, now):
+                used_by[event.customer_id] = used + 1
                 fitting.append(event)
             else:
                 surplus.append(event)
@@ -144,6 +153,11 @@ class WebhookDeliverer:
             response_excerpt=answer.response_excerpt,
             error_class=answer.error_class.value,
         )
+        if self._breakers.record(event.customer_id, answer.succeeded, self._clock.now()):
+            log.warning(
+                "webhook endpoint of customer %s failed %d attempts in a row: paused for %g s",
+                event.customer_id, self._config.breaker_failures, self._config.breaker_cooldown_s,
+            )  # fmt: skip
         state, next_attempt_at = self._next_state(event, answer)
         health = self._health(customer, answer, attempt.tm_attempt)
         outcome = AttemptOutcome(attempt, event.requeues, state, next_attempt_at, health)

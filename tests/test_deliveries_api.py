@@ -34,7 +34,8 @@ ATTEMPT_KEYS = [
 ]  # fmt: skip
 # One retry, so a delivery fails for good after two attempts; retries are jittered, so tests
 # move the clock well past each delay instead of onto it.
-ONE_RETRY = {"retry_schedule_s": [1]}
+# Retries spent fast on purpose: the circuit breaker would pause them (test_breaker.py tests it).
+ONE_RETRY = {"retry_schedule_s": [1], "breaker_failures": 0}
 PAST_ANY_RETRY_S = 30.0
 
 
@@ -45,6 +46,7 @@ async def manual_server(
     start_gateway: ServerFactory, endpoint: CustomerEndpoint, **webhooks: Any
 ) -> tuple[GatewayServer, ManualClock, Tenant]:
     clock = ManualClock(START)
+    webhooks = {"breaker_failures": 0, **webhooks}  # as in ONE_RETRY
     server = await start_gateway(clock=clock, run_workers=False, webhooks=webhooks)
     tenant = await server.add_tenant(SOURCE, webhook_uri=endpoint.url)
     return server, clock, tenant
