@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `ben
 
 from bench.common import free_port
 
-EVENTS = 5000
+EVENTS = 10_000
 IN_FLIGHT = 64
 
 
@@ -77,7 +77,7 @@ async def gateway_rate(url: str, folder: Path) -> tuple[float, bytes]:
     started = time.perf_counter()
     await gateway.start_workers()  # as `gateway serve` runs them
     while (await gateway.store.count_backlog())["webhook_events_pending"]:  # noqa: ASYNC110
-        await asyncio.sleep(0.2)  # the workers run in this loop; poll lightly
+        await asyncio.sleep(0.02)  # the workers run in this loop; a light query, 50 times a second
     rate = EVENTS / (time.perf_counter() - started)
     await gateway.close()
     return rate, body

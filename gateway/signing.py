@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import secrets
 
@@ -46,7 +47,7 @@ def standard_webhook_key(secret: str) -> bytes:
 def sign_standard_webhook(secret: str, msg_id: str, timestamp_s: int, body: bytes) -> str:
     """The `webhook-signature` entry for one key: `v1,<base64 HMAC-SHA256>`."""
     signed = f"{msg_id}.{timestamp_s}.".encode() + body
-    mac = hmac.digest(standard_webhook_key(secret), signed, "sha256")  # one-shot: the fast path
+    mac = hmac.new(standard_webhook_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(mac).decode()
 
 
@@ -69,13 +70,13 @@ def verify_standard_webhook(
 
 def voipbin_signature(secret: str, body: bytes) -> str:
     """X-VoIPBIN-Signature: sha256=<hex HMAC-SHA256(whole secret string, body)>."""
-    return "sha256=" + hmac.digest(secret.encode(), body, "sha256").hex()
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def sign_sandbox(secret: str, timestamp_s: int, body: bytes) -> str:
     """X-Sandbox-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>."""
-    mac = hmac.digest(secret.encode(), f"{timestamp_s}.".encode() + body, "sha256")
-    return f"t={timestamp_s},v1={mac.hex()}"
+    mac = hmac.new(secret.encode(), f"{timestamp_s}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp_s},v1={mac.hexdigest()}"
 
 
 def verify_sandbox(secret: str, header: str, body: bytes, now_s: float) -> None:

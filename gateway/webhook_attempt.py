@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -108,6 +109,7 @@ async def _read_excerpt(content: aiohttp.StreamReader) -> str:
     return bytes(taken).decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=4096)  # once per endpoint, not per attempt
 def redacted(uri: str) -> str:
     """The URI without its query: customers sometimes put tokens there."""
     parts = urlsplit(uri)

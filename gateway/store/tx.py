@@ -345,8 +345,9 @@ class Tx:
     async def record_endpoint_health(self, health: EndpointHealth) -> None:
         """A success ends a run of failures; a failure starts one; a reason disables."""
         if health.succeeded:
-            await self.execute(
-                "UPDATE customers SET webhook_failing_since = '' WHERE id = ?",
+            await self.execute(  # a healthy endpoint's row is left unwritten
+                "UPDATE customers SET webhook_failing_since = '' "
+                "WHERE id = ? AND webhook_failing_since != ''",
                 (health.customer_id,),
             )
             return
