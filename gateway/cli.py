@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import sys
 import time
@@ -33,7 +32,6 @@ from gateway.signing import generate_webhook_secret
 from gateway.store import Store
 
 WEBHOOK_METHODS = ("POST", "PUT", "GET", "DELETE")
-SWITCH_INTERVAL_S = 0.001  # Python's default is 0.005
 
 
 # Commands --------------------------------------------------------------------------------------
@@ -60,11 +58,6 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> None:
             log_level="info",
         )
     )
-    # Latency under load: the database thread and the event loop share the GIL, and the default
-    # 5 ms switch interval lets one hold up the other that long; and with start-up objects frozen
-    # out of the collector, full collections no longer pause for every module ever imported.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    gc.freeze()
     server.run()
 
 
