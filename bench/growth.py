@@ -262,10 +262,10 @@ def print_table(small: Size, large: Size) -> None:
     print(
         f"list: one request at a time over HTTP, the two sizes in turn, {REPEATS} per case after "
         f"{WARMUP}; the customer listed owns 90 % of the messages. RSS: every event pending and "
-        "due, every endpoint refusing connections (at 10^3 the attempts run out of events: each "
-        "is attempted at once and again 5 s later). Disk: each message with 1 target, 1 carrier "
-        "reference, 1 callback key, 1 webhook event and 1 logged attempt (outbound messages have "
-        "3 events in life, and nothing is ever pruned)."
+        "due, every endpoint refusing connections, so the circuit breaker pauses each after 10 "
+        "failures in a row (the attempts/s line is its doing). Disk: each message with 1 target, "
+        "1 carrier reference, 1 callback key, 1 webhook event and 1 logged attempt (outbound "
+        "messages have 3 events in life, and nothing is ever pruned)."
     )
 
 

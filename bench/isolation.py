@@ -166,7 +166,8 @@ def print_table(results: dict[str, list[PhaseResult]], args: argparse.Namespace)
     print(
         "dead: `never answers` accepts, reads the request and stays silent, so each attempt ends "
         "at timeout_s; `refuses` has nothing listening on its port, so each attempt fails at "
-        "once (retried 5 s later)."
+        "once (retried 5 s later). Default circuit breaker: 10 failures in a row pause an "
+        "endpoint for 30 s."
     )
 
 
