@@ -39,6 +39,9 @@ class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     path: str = "var/gateway.db"
+    # Finished webhook deliveries (with their attempt log) and carriers' callback ids are deleted
+    # this many days after; messages are kept. 0 keeps everything.
+    retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -21,6 +21,7 @@ from gateway.dispatch import Dispatcher
 from gateway.messages import MessageService
 from gateway.metrics import Metrics
 from gateway.ratelimit import TokenBuckets
+from gateway.retention import PRUNE_INTERVAL_S, Retention
 from gateway.store import Store
 from gateway.tracking import Tracker
 from gateway.webhook_attempt import Attempter
@@ -63,6 +64,7 @@ class Gateway:
         # Callbacks and send results only make webhook events; nothing new to dispatch.
         self.tracker = Tracker(store, clock, config, self.webhook_wakeup.notify)
         self.messages = MessageService(store, clock, config, self.carriers, self._changed)
+        self.retention = Retention(store, clock, config.database.retention_days)
         self.auth = Authenticator(store, config.auth.jwt_secret, clock)
         self.rate_limits = TokenBuckets(
             config.api.rate_limit_per_s, config.api.rate_limit_burst, clock
@@ -114,6 +116,9 @@ class Gateway:
         )
         self._tasks["webhooks"] = asyncio.create_task(
             self.deliverer.serve(self.webhook_wakeup, self.config.webhooks.poll_interval_s)
+        )
+        self._tasks["retention"] = asyncio.create_task(
+            run_forever("retention", self.retention.run_once, Wakeup(), PRUNE_INTERVAL_S)
         )
 
     def stopped_workers(self) -> list[str]:

@@ -65,7 +65,7 @@ async def test_healthz_is_200(gateway_server: GatewayServer) -> None:
 async def test_readyz_is_200_with_the_database_and_workers_running(
     gateway_server: GatewayServer,
 ) -> None:
-    assert sorted(gateway_server.gateway._tasks) == ["dispatch", "webhooks"]
+    assert sorted(gateway_server.gateway._tasks) == ["dispatch", "retention", "webhooks"]
     response = await gateway_server.client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "ready"}

@@ -162,12 +162,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0
     """,
-    # Claims go endpoint by endpoint (one endpoint's backlog never slows another's claims), and
-    # start-up finds the leases of a crashed process without reading every row.
+    # Claims go endpoint by endpoint (one endpoint's backlog never slows another's claims),
+    # start-up finds the leases of a crashed process without reading every row, and retention
+    # finds what is old enough to delete.
     """
     CREATE INDEX outbox_customer_due ON outbox (state, customer_id, next_attempt_at);
     DROP INDEX outbox_due;
     CREATE INDEX outbox_leased ON outbox (lease_until) WHERE lease_until IS NOT NULL;
-    CREATE INDEX targets_leased ON targets (lease_until) WHERE lease_until IS NOT NULL
+    CREATE INDEX targets_leased ON targets (lease_until) WHERE lease_until IS NOT NULL;
+    CREATE INDEX outbox_delivered ON outbox (tm_update) WHERE state = 'delivered';
+    CREATE INDEX processed_callbacks_age ON processed_callbacks (tm_create)
     """,
 )

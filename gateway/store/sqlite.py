@@ -421,6 +421,31 @@ class Store:
 
         return await self.atomic(claim)
 
+    async def prune(self, before: str, limit: int) -> int:
+        """Delete up to `limit` finished deliveries (and their attempts) and as many callback ids
+        last touched before `before`; how many rows went. Pending deliveries always stay."""
+
+        async def work(tx: Tx) -> int:
+            rows = await tx.all(
+                "SELECT seq FROM outbox WHERE state = 'delivered' AND tm_update < ? LIMIT ?",
+                (before, limit),
+            )
+            rows += await tx.all(
+                "SELECT seq FROM outbox WHERE state = 'failed' AND tm_update < ? LIMIT ?",
+                (before, limit),
+            )
+            seqs = [(row["seq"],) for row in rows]
+            await tx.executemany("DELETE FROM webhook_attempts WHERE outbox_seq = ?", seqs)
+            await tx.executemany("DELETE FROM outbox WHERE seq = ?", seqs)
+            callbacks = await tx.execute(
+                "DELETE FROM processed_callbacks WHERE rowid IN (SELECT rowid FROM "
+                "processed_callbacks WHERE tm_create < ? LIMIT ?)",
+                (before, limit),
+            )
+            return len(seqs) + callbacks.rowcount
+
+        return await self.atomic(work)
+
     async def release_events(self, seqs: Collection[int]) -> None:
         """Give claimed events back unattempted (the worker had no room for them after all)."""
         await self.atomic(
