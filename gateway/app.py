@@ -63,10 +63,12 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-async def read_body(request: Request) -> bytes:
-    """The raw body, refusing more than max_body_bytes without reading it all."""
+async def read_body(request: Request, declared: str | None = None) -> bytes:
+    """The raw body, refusing more than max_body_bytes without reading it all. `declared` is the
+    Content-Length header when the caller has the headers already."""
     limit = _gateway(request).config.server.max_body_bytes
-    declared = request.headers.get("content-length", "")
+    if declared is None:
+        declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
     body = bytearray()
@@ -167,27 +169,27 @@ async def carrier_hook(request: Request) -> Response:
         raise NotFound("CARRIER_NOT_FOUND", f"no configured carrier '{name}'")
     started_s = time.perf_counter()
     scope = request.scope
+    # Straight from the ASGI scope: Starlette's Headers and URL objects cost more than the rest
+    # of the hot path's parsing together.
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     callback_request = CallbackRequest(
         method=request.method,
         url=_public_url(gateway, request),
-        # Straight from the ASGI scope: Starlette's Headers and URL objects cost more than the
-        # rest of the hot path's parsing together.
-        headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+        headers=headers,
         query=dict(request.query_params) if scope["query_string"] else {},
-        body=await read_body(request),
+        body=await read_body(request, headers.get("content-length", "")),
     )
     try:
         carrier.verify(callback_request, gateway.clock.now().timestamp())
     except InvalidSignature as exc:
-        gateway.metrics.callbacks.labels(name, "forged").inc()
+        gateway.metrics.count_callback(name, "forged")
         raise PermissionDenied("INVALID_SIGNATURE", f"callback rejected: {exc}") from exc
     try:
         callback = carrier.parse(callback_request)
     except MalformedCallback as exc:
         raise InvalidArgument("INVALID_CALLBACK", str(exc)) from exc
     outcome = await gateway.tracker.accept_callback(name, callback)
-    gateway.metrics.callbacks.labels(name, outcome.value).inc()
-    gateway.metrics.callback_seconds.labels(name).observe(time.perf_counter() - started_s)
+    gateway.metrics.count_callback(name, outcome.value, time.perf_counter() - started_s)
     ack = carrier.ack
     return Response(ack.body, ack.status_code, media_type=ack.content_type)
 

@@ -21,6 +21,8 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        self._callback_counters: dict[tuple[str, str], Counter] = {}
+        self._callback_timers: dict[str, Histogram] = {}
         self.messages_sent = Counter(
             "gateway_messages_created_total",
             "Messages accepted through the API",
@@ -32,6 +34,20 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+
+    def count_callback(self, carrier: str, outcome: str, seconds: float | None = None) -> None:
+        """One callback's outcome (and how long it took to answer, when it was answered)."""
+        # The labelled children are looked up once: `labels()` costs more than the count.
+        key = (carrier, outcome)
+        counter = self._callback_counters.get(key)
+        if counter is None:
+            counter = self._callback_counters[key] = self.callbacks.labels(carrier, outcome)
+        counter.inc()
+        if seconds is not None:
+            timer = self._callback_timers.get(carrier)
+            if timer is None:
+                timer = self._callback_timers[carrier] = self.callback_seconds.labels(carrier)
+            timer.observe(seconds)
 
     def render(self, backlog: dict[str, int]) -> bytes:
         for kind, count in backlog.items():
