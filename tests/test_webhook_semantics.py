@@ -422,3 +422,57 @@ async def test_one_endpoints_backlog_never_crowds_another_out_of_a_claim(tmp_pat
         assert per_customer == {backlogged.id: 4, healthy.id: 3}
     finally:
         await store.close()
+
+
+async def test_events_waiting_behind_a_retry_are_not_due_so_claims_skip_them(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "due.db")
+    try:
+        now = format_time(START)
+        retry_at = format_time(START + dt.timedelta(seconds=300))
+        lease = format_time(START + dt.timedelta(seconds=60))
+        failing, healthy = (
+            Customer(str(uuid.uuid4()), name, "http://127.0.0.1:9/h", "POST",
+                     generate_webhook_secret(), now)
+            for name in ("failing", "healthy")
+        )  # fmt: skip
+        for customer in (failing, healthy):
+            await store.create_customer(customer)
+        message = Message(
+            str(uuid.uuid4()), failing.id, "sms", Address("tel", "+15550000001"), (), "hi",
+            Direction.INBOUND, now,
+        )  # fmt: skip
+        async with store.transaction() as tx:
+            await tx.add_event("evt_created", EventType.MESSAGE_CREATED, message, b"{}", now)
+        [head] = await store.claim_due_events(now, lease, 8, 4, [])
+        async with store.transaction() as tx:  # queued while the first is in flight
+            await tx.add_event("evt_sent", EventType.MESSAGE_UPDATED, message, b"{}", now)
+        attempt = Attempt(head.seq, 1, "scheduled", now, "u", 503, 1.0, "HTTP 503", "")
+        await store.finish_attempt(attempt, head.requeues, "pending", retry_at)
+        async with store.transaction() as tx:  # a later event of the same message, and another
+            await tx.add_event("evt_updated", EventType.MESSAGE_UPDATED, message, b"{}", now)
+            other = msgspec.structs.replace(message, id=str(uuid.uuid4()), customer_id=healthy.id)
+            await tx.add_event("evt_other", EventType.MESSAGE_CREATED, other, b"{}", now)
+        async with store.reading() as tx:
+            rows = await tx.all(
+                "SELECT event_id, next_attempt_at FROM outbox WHERE message_id = ? ORDER BY seq",
+                (message.id,),
+            )
+        # Queued before the failure or after it, the later events are due with the retry.
+        assert [(r["event_id"], r["next_attempt_at"]) for r in rows] == [
+            ("evt_created", retry_at), ("evt_sent", retry_at), ("evt_updated", retry_at)
+        ]
+        # Only the healthy customer's event may go now; the failing one's wait for 300 s.
+        assert [e.event_id for e in await store.claim_due_events(now, lease, 1, 4, [])] == [
+            "evt_other"
+        ]
+        assert await store.claim_due_events(now, lease, 8, 4, []) == []
+        later_on = format_time(START + dt.timedelta(seconds=301))
+        lease = format_time(START + dt.timedelta(seconds=400))
+        claimed = await store.claim_due_events(later_on, lease, 8, 4, [])
+        # In order: the retry first, then (once it is done) the update. (evt_other's lease ran out
+        # unfinished, so it is due again too.)
+        assert [e.event_id for e in claimed if e.customer_id == failing.id] == ["evt_created"]
+    finally:
+        await store.close()

@@ -63,10 +63,6 @@ T = TypeVar("T")
 _CUSTOMERS_BY_ID = "SELECT * FROM customers WHERE id IN ({marks})"  # only "?" marks go in
 
 
-class _UnitFailed(Exception):
-    """A unit of a batch raised: the batch is redone with savepoints."""
-
-
 Unit = Callable[[Tx], Coroutine[Any, Any, T]]
 
 
@@ -90,6 +86,9 @@ def _rollback_in_thread(raw: sqlite3.Connection) -> None:
 
 def _atomic_in_thread(raw: sqlite3.Connection, work: Unit[T]) -> T:
     """BEGIN IMMEDIATE, the whole unit, COMMIT - inside the database thread."""
+    # Under the store's lock an open transaction can only be one a cancelled caller left behind
+    # (its BEGIN ran after it gave up the lock): nothing of it was committed, so undo it.
+    _rollback_in_thread(raw)
     try:
         raw.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
@@ -108,33 +107,22 @@ def _atomic_in_thread(raw: sqlite3.Connection, work: Unit[T]) -> T:
 
 
 def _batch_in_thread(raw: sqlite3.Connection, works: list[Unit[T]]) -> list[T | Exception]:
-    """Every unit in one transaction; should one fail, all again, each in its own savepoint."""
+    """Every unit in one transaction, each in its own savepoint: a unit that raises (a refused
+    request, a bug) is undone alone and its exception returned in its place; the rest commit."""
 
-    async def all_or_nothing(tx: Tx) -> list[T | Exception]:
+    async def each_in_its_savepoint(tx: Tx) -> list[T | Exception]:
         results: list[T | Exception] = []
         for work in works:
+            raw.execute("SAVEPOINT unit")
             try:
-                results.append(await work(tx))
+                results.append(_drive(work(tx)))
             except Exception as exc:
-                raise _UnitFailed from exc
-        return results
-
-    async def isolated(tx: Tx) -> list[T | Exception]:
-        results: list[T | Exception] = []
-        for work in works:
-            await tx.execute("SAVEPOINT unit")
-            try:
-                results.append(await work(tx))
-            except Exception as exc:
-                await tx.execute("ROLLBACK TO unit")
+                raw.execute("ROLLBACK TO unit")
                 results.append(exc)
-            await tx.execute("RELEASE unit")
+            raw.execute("RELEASE unit")
         return results
 
-    try:
-        return _atomic_in_thread(raw, all_or_nothing)
-    except _UnitFailed:
-        return _atomic_in_thread(raw, isolated)
+    return _atomic_in_thread(raw, each_in_its_savepoint)
 
 
 def _read_in_thread(raw: sqlite3.Connection, work: Unit[T]) -> T:
@@ -186,6 +174,7 @@ class Store:
     async def transaction(self) -> AsyncIterator[Tx]:
         """BEGIN IMMEDIATE ... COMMIT; rolls back when the body raises."""
         async with self._lock:
+            await self._rollback()  # one a cancelled caller may have left open (see above)
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
             except (sqlite3.Error, ValueError) as exc:
@@ -211,7 +200,12 @@ class Store:
         """Run `fn` in aiosqlite's database thread, in one hop, after whatever is queued there.
         aiosqlite has no public call for this; `_execute` and `_conn` are what its own methods
         use (pinned in pyproject.toml; every store test goes through here)."""
-        return cast(T, await self._conn._execute(fn, self._conn._conn))  # type: ignore[no-untyped-call]
+        try:
+            raw = self._conn._conn
+            result = await self._conn._execute(fn, raw)  # type: ignore[no-untyped-call]
+        except ValueError as exc:  # aiosqlite's word for a closed connection
+            raise StoreError(f"database unavailable: {exc}") from exc
+        return cast(T, result)
 
     async def atomic(self, work: Unit[T]) -> T:
         """One unit of work in one transaction, run whole in the database thread: one hop
@@ -225,9 +219,8 @@ class Store:
             return await self._in_thread(partial(_read_in_thread, work=work))
 
     async def run_batch(self, works: list[Unit[T]]) -> list[T | Exception]:
-        """Run many units of work in one transaction (one disk sync for all), in one hop. Should
-        one fail, the batch is undone and run again with each unit in its own savepoint, so only
-        the failing one is lost and its exception is returned in its place."""
+        """Run many units of work in one transaction (one disk sync for all), in one hop; a unit
+        that fails is undone alone and its exception returned in its place."""
         async with self._lock:
             return await self._in_thread(partial(_batch_in_thread, works=works))
 
@@ -406,7 +399,7 @@ class Store:
         async def claim(tx: Tx) -> list[OutboxEvent]:
             rows: list[sqlite3.Row] = []
             # More endpoints than slots: some may have nothing that can go (order waits).
-            candidates = await tx.all(due_customers, (now, now, *busy, limit * 4))
+            candidates = await tx.all(due_customers, (now, now, *busy, max(limit * 4, 256)))
             for customer in candidates:
                 take = min(per_customer, limit - len(rows))
                 if take <= 0:

@@ -333,6 +333,16 @@ class Tx:
                 outcome.requeues,
             ),
         )
+        if cursor.rowcount and outcome.state == "pending" and outcome.next_attempt_at:
+            # The message's later events wait for this one: due no sooner than it, so "due"
+            # keeps meaning "may go now" and a claim never picks events that must wait.
+            await self.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE message_id = "
+                "(SELECT message_id FROM outbox WHERE seq = ?) AND state = 'pending' "
+                "AND seq > ? AND next_attempt_at < ?",
+                (outcome.next_attempt_at, attempt.outbox_seq, attempt.outbox_seq,
+                 outcome.next_attempt_at),
+            )  # fmt: skip
         if cursor.rowcount == 0:
             # Requeued (resend, recover) while in flight: the attempt counts, the requeue
             # stands, and the event goes out again.
@@ -442,9 +452,12 @@ class Tx:
     async def add_event(
         self, event_id: str, event_type: EventType, message: Message, body: bytes, now: str
     ) -> None:
+        # Due no sooner than an earlier event of the message still waiting for its retry.
         await self.execute(
             "INSERT INTO outbox (event_id, customer_id, message_id, event_type, body, state, "
             "attempts, next_attempt_at, trigger, tm_create, tm_update, last_error) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, 'scheduled', ?, ?, '')",
-            (event_id, message.customer_id, message.id, event_type.value, body, now, now, now),
-        )
+            "VALUES (?, ?, ?, ?, ?, 'pending', 0, MAX(?, COALESCE((SELECT MAX(next_attempt_at) "
+            "FROM outbox WHERE message_id = ? AND state = 'pending'), '')), 'scheduled', ?, ?, '')",
+            (event_id, message.customer_id, message.id, event_type.value, body, now, message.id,
+             now, now),
+        )  # fmt: skip
