@@ -197,10 +197,8 @@ async def carrier_hook(request: Request) -> Response:
 def _public_url(gateway: Gateway, request: Request) -> str:
     """The URL the carrier called, as it signed it: public_url + path + query."""
     scope = request.scope
-    path = scope.get("root_path", "") + scope["path"]
-    if "?" in path or "#" in path:  # escaped in the request: let Starlette's URL sort it out
-        path = request.url.path
-    url = gateway.config.server.public_url.rstrip("/") + path
+    # scope["path"] already holds any root_path (uvicorn and Starlette's Mount put it there).
+    url = gateway.config.server.public_url.rstrip("/") + scope["path"]
     query = scope["query_string"].decode("utf-8", "replace")
     return f"{url}?{query}" if query else url
 
