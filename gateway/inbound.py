@@ -39,6 +39,10 @@ def joined(parts: list[InboundPart]) -> InboundSms:
 
 
 async def _create(tx: Tx, carrier: str, sms: InboundSms, now: str) -> Outcome:
+    # The carrier's id is kept for good (callback ids are pruned with retention), so a replay of
+    # an old callback from a carrier that signs no timestamp (Twilio, Plivo) still makes nothing.
+    if sms.carrier_message_id and await tx.find_target(carrier, sms.carrier_message_id):
+        return Outcome.DUPLICATE
     number = await tx.get_number(sms.destination)
     if number is None:
         await tx.add_unrouted(

@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 
 from gateway import events
+from gateway.carriers.base import Callback, InboundSms
+from gateway.changes import Outcome
 from gateway.clock import ManualClock, format_time
-from gateway.models import Address, Customer, Direction, EventType, Message
+from gateway.config import config_from_mapping
+from gateway.models import Address, Customer, Direction, EventType, Message, Number
 from gateway.retention import Retention
 from gateway.signing import generate_webhook_secret
 from gateway.store import Attempt, Store
+from gateway.tracking import Tracker
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 OLD = format_time(NOW - dt.timedelta(days=31))
@@ -93,3 +97,21 @@ async def test_zero_retention_days_keeps_everything(store: Store) -> None:
     retention = Retention(store, ManualClock(NOW + dt.timedelta(days=3650)), retention_days=0)
     assert await retention.run_once() == 0
     assert await count(store, "outbox") == 1
+
+
+async def test_an_inbound_sms_replayed_after_retention_is_still_a_duplicate(store: Store) -> None:
+    customer = Customer(
+        str(uuid.uuid4()), "c", "https://h.example/", "POST", generate_webhook_secret(), OLD
+    )
+    await store.create_customer(customer)
+    await store.add_number(Number("+15550000001", customer.id, "twilio", OLD))
+    clock = ManualClock(NOW)
+    tracker = Tracker(store, clock, config_from_mapping({}, {}), lambda: None)
+    # Twilio signs no timestamp: a captured callback verifies forever.
+    callback = Callback("SM1", InboundSms("SM1", "+15557654321", "+15550000001", "hi"))
+    assert await tracker.accept_callback("twilio", callback) is Outcome.APPLIED
+    clock.advance(31 * 86400)
+    assert await Retention(store, clock, retention_days=30).run_once() == 1  # its callback id
+    assert await tracker.accept_callback("twilio", callback) is Outcome.DUPLICATE
+    assert await count(store, "messages") == 1
+    assert await count(store, "outbox") == 1  # one message_created, not two
