@@ -41,7 +41,12 @@ class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     path: str = "var/gateway.db"
     # Finished webhook deliveries (with their attempt log) and carriers' callback ids are deleted
     # this many days after; messages are kept. 0 keeps everything.
-    retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    retention_days: Annotated[float, msgspec.Meta(ge=0, le=36500)] = 30.0
+
+    def __post_init__(self) -> None:
+        # Shorter than a day could delete a delivery while a repeat attempt of it is in flight.
+        if 0 < self.retention_days < 1:
+            raise ValueError("retention_days must be 0 (keep everything) or at least 1")
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -89,3 +89,13 @@ def test_the_contracts_carrier_sections_load() -> None:
 def test_values_that_cannot_work_are_refused_at_start_up(raw: dict[str, Any], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         config_from_mapping(raw, {})
+
+
+@pytest.mark.parametrize("days", [0.5, -1, 1e6, float("inf")])
+def test_retention_days_is_zero_or_between_a_day_and_a_century(days: float) -> None:
+    with pytest.raises(ConfigError, match="retention_days"):
+        config_from_mapping({"database": {"retention_days": days}}, {})
+
+
+def test_retention_days_zero_keeps_everything() -> None:
+    assert config_from_mapping({"database": {"retention_days": 0}}, {}).database.retention_days == 0
