@@ -54,8 +54,9 @@ class GroupTransactor:
     thread, so concurrent carrier callbacks share one disk sync and each caller is answered
     after it (a failing unit is undone alone; see Store.run_batch)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, expect_failures: bool = False) -> None:
         self._store = store
+        self._expect_failures = expect_failures  # see Store.run_batch
         self._committer: GroupCommitter[_Unit[Any]] = GroupCommitter(self._run)
 
     async def run(self, work: Work[R]) -> R:
@@ -66,7 +67,7 @@ class GroupTransactor:
         return cast(R, unit.result)
 
     async def _run(self, units: list[_Unit[Any]]) -> None:
-        results = await self._store.run_batch([unit.work for unit in units])
+        results = await self._store.run_batch([u.work for u in units], self._expect_failures)
         for unit, result in zip(units, results, strict=True):
             unit.result = result
 

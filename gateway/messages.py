@@ -164,8 +164,9 @@ class MessageService:
         self._config = config
         self._carriers = configured_carriers
         self._on_commit = on_commit
-        # Sends and deletes arriving together share one transaction and disk sync.
-        self._writes = GroupTransactor(store)
+        # Sends and deletes arriving together share one transaction and disk sync; a refused one
+        # (unknown id, reused Idempotency-Key) is common enough to give each its own savepoint.
+        self._writes = GroupTransactor(store, expect_failures=True)
 
     async def send(
         self, customer_id: str, request: SendRequest, body_hash: str, idempotency_key: str | None
