@@ -395,27 +395,41 @@ async def test_an_endpoint_re_enabled_during_an_attempt_stays_enabled(
     assert (await customer(server, tenant)).webhook_disabled_at == ""
 
 
+# Claims, straight on the store -------------------------------------------------------------------
+
+
+async def stored_customers(store: Store, *names: str) -> list[Customer]:
+    """Customers with a webhook, in the store."""
+    now = format_time(START)
+    customers = [
+        Customer(str(uuid.uuid4()), name, "http://127.0.0.1:9/h", "POST",
+                 generate_webhook_secret(), now)
+        for name in names
+    ]  # fmt: skip
+    for customer in customers:
+        await store.create_customer(customer)
+    return customers
+
+
+def a_message(customer: Customer) -> Message:
+    return Message(
+        str(uuid.uuid4()), customer.id, "sms", Address("tel", "+15550000001"), (), "hi",
+        Direction.INBOUND, format_time(START),
+    )  # fmt: skip
+
+
 async def test_one_endpoints_backlog_never_crowds_another_out_of_a_claim(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "claim.db")
     try:
         now = format_time(START)
-        backlogged, healthy = (
-            Customer(str(uuid.uuid4()), name, "http://127.0.0.1:9/h", "POST",
-                     generate_webhook_secret(), now)
-            for name in ("backlogged", "healthy")
-        )  # fmt: skip
-        for customer in (backlogged, healthy):
-            await store.create_customer(customer)
+        backlogged, healthy = await stored_customers(store, "backlogged", "healthy")
         async with store.transaction() as tx:
             for customer, count in ((backlogged, 300), (healthy, 3)):
                 for _ in range(count):  # the backlog is older: it comes first in due order
-                    message = Message(
-                        str(uuid.uuid4()), customer.id, "sms", Address("tel", "+15550000001"),
-                        (), "hi", Direction.INBOUND, now,
-                    )  # fmt: skip
                     await tx.add_event(
-                        events.new_event_id(), EventType.MESSAGE_CREATED, message, b"{}", now
-                    )
+                        events.new_event_id(), EventType.MESSAGE_CREATED, a_message(customer),
+                        b"{}", now,
+                    )  # fmt: skip
         lease = format_time(START + dt.timedelta(seconds=60))
         claimed = await store.claim_due_events(now, lease, 8, 4, [])
         per_customer = collections.Counter(event.customer_id for event in claimed)
@@ -432,17 +446,8 @@ async def test_events_waiting_behind_a_retry_are_not_due_so_claims_skip_them(
         now = format_time(START)
         retry_at = format_time(START + dt.timedelta(seconds=300))
         lease = format_time(START + dt.timedelta(seconds=60))
-        failing, healthy = (
-            Customer(str(uuid.uuid4()), name, "http://127.0.0.1:9/h", "POST",
-                     generate_webhook_secret(), now)
-            for name in ("failing", "healthy")
-        )  # fmt: skip
-        for customer in (failing, healthy):
-            await store.create_customer(customer)
-        message = Message(
-            str(uuid.uuid4()), failing.id, "sms", Address("tel", "+15550000001"), (), "hi",
-            Direction.INBOUND, now,
-        )  # fmt: skip
+        failing, healthy = await stored_customers(store, "failing", "healthy")
+        message = a_message(failing)
         async with store.transaction() as tx:
             await tx.add_event("evt_created", EventType.MESSAGE_CREATED, message, b"{}", now)
         [head] = await store.claim_due_events(now, lease, 8, 4, [])
@@ -452,7 +457,7 @@ async def test_events_waiting_behind_a_retry_are_not_due_so_claims_skip_them(
         await store.finish_attempt(attempt, head.requeues, "pending", retry_at)
         async with store.transaction() as tx:  # a later event of the same message, and another
             await tx.add_event("evt_updated", EventType.MESSAGE_UPDATED, message, b"{}", now)
-            other = msgspec.structs.replace(message, id=str(uuid.uuid4()), customer_id=healthy.id)
+            other = a_message(healthy)
             await tx.add_event("evt_other", EventType.MESSAGE_CREATED, other, b"{}", now)
         async with store.reading() as tx:
             rows = await tx.all(
