@@ -193,9 +193,16 @@ class Store:
     async def transaction(self) -> AsyncIterator[Tx]:
         """BEGIN IMMEDIATE ... COMMIT; rolls back when the body raises."""
         async with self._lock:
-            await self._rollback()  # one a cancelled caller may have left open (see above)
+            begin = asyncio.ensure_future(self._conn.execute("BEGIN IMMEDIATE"))
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
+                await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                # The BEGIN runs in the database thread all the same: let it, then undo it,
+                # so no transaction is left open once the lock is released.
+                with contextlib.suppress(Exception):
+                    await begin
+                await self._rollback()
+                raise
             except (sqlite3.Error, ValueError) as exc:
                 raise StoreError(f"database unavailable: {exc}") from exc
             try:
