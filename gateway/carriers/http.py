@@ -28,3 +28,9 @@ async def post(
     except (httpx.HTTPError, httpx.InvalidURL, aiohttp.ClientError) as exc:
         raise CarrierTransientError(f"{carrier} unreachable: {type(exc).__name__}") from exc
     return response.status_code, response.content
+
+
+def raise_if_transient(carrier: str, status_code: int) -> None:
+    """429 and 5xx: the carrier is overloaded or failing, so the send is tried again later."""
+    if status_code == 429 or status_code >= 500:
+        raise CarrierTransientError(f"{carrier} answered {status_code}")

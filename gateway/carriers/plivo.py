@@ -238,8 +238,7 @@ def build_send_request(
 
 
 def read_send_response(status_code: int, body: bytes) -> SendResult:
-    if status_code == 429 or status_code >= 500:
-        raise CarrierTransientError(f"Plivo answered {status_code}")
+    carrier_http.raise_if_transient("Plivo", status_code)
     if not 200 <= status_code < 300:
         # Plivo's error body is {"api_id", "error": <text>}: no code beyond the HTTP status.
         raise CarrierPermanentError(

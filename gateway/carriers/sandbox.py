@@ -149,8 +149,7 @@ class SandboxCarrier:
 
 
 def _read_submit_response(status_code: int, body: bytes) -> SendResult:
-    if status_code == 429 or status_code >= 500:
-        raise CarrierTransientError(f"sandbox answered {status_code}")
+    carrier_http.raise_if_transient("sandbox", status_code)
     if status_code != 200:
         raise CarrierPermanentError(
             f"sandbox refused the message ({status_code})",

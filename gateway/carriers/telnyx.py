@@ -243,8 +243,7 @@ def build_send_request(
 
 def read_send_response(status_code: int, body: bytes) -> SendResult:
     """The carrier message id and part count, or the error that says what to do next."""
-    if status_code == 429 or status_code >= 500:
-        raise CarrierTransientError(f"telnyx answered {status_code}")
+    carrier_http.raise_if_transient("telnyx", status_code)
     if not 200 <= status_code < 300:
         raise _refusal(status_code, body)
     try:

@@ -266,8 +266,7 @@ def build_send_request(
 
 
 def read_send_response(status_code: int, body: bytes) -> SendResult:
-    if status_code == 429 or status_code >= 500:
-        raise CarrierTransientError(f"Twilio answered {status_code}")
+    carrier_http.raise_if_transient("Twilio", status_code)
     if not 200 <= status_code < 300:
         raise CarrierPermanentError(
             f"Twilio refused the message ({status_code})", error_code=_error_code(status_code, body)

@@ -257,8 +257,7 @@ def build_send_request(
 
 def read_send_response(status_code: int, body: bytes) -> SendResult:
     """One entry per part; Vonage reports refusals inside HTTP 200."""
-    if status_code == 429 or status_code >= 500:
-        raise CarrierTransientError(f"Vonage answered {status_code}")
+    carrier_http.raise_if_transient("Vonage", status_code)
     if not 200 <= status_code < 300:
         raise CarrierPermanentError(
             f"Vonage refused the request ({status_code})", error_code=str(status_code)
