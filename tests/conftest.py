@@ -22,7 +22,7 @@ from gateway.app import create_app
 from gateway.auth import issue_token, new_access_key
 from gateway.clock import Clock, ManualClock, SystemClock, format_time
 from gateway.config import Config, config_from_mapping
-from gateway.models import Customer, Number
+from gateway.models import Customer, Message, Number, Target
 from gateway.netguard import Resolver, system_resolver
 from gateway.runtime import Gateway
 from gateway.signing import generate_webhook_secret
@@ -338,3 +338,40 @@ async def fake_carrier_api() -> AsyncIterator[FakeCarrierApi]:
     await api.served.start()
     yield api
     await api.served.stop()
+
+
+@dataclass
+class CarrierRig:
+    """A gateway sending through one carrier (dispatcher stepped by hand) and its fake API."""
+
+    server: GatewayServer
+    tenant: Tenant
+    api: FakeCarrierApi
+    destination: str
+    text: str  # what `send` sends unless told otherwise
+
+    async def send(self, text: str | None = None) -> str:
+        response = await self.server.send(self.tenant, [self.destination], text or self.text)
+        assert response.status_code == 200, response.text
+        message_id: str = response.json()["id"]
+        assert await self.server.gateway.dispatcher.run_once() >= 1
+        return message_id
+
+    async def target(self, message_id: str) -> Target:
+        message = await self.server.gateway.store.get_message(message_id)
+        assert message is not None
+        return message.targets[0]
+
+    async def carrier_message_id(self, message_id: str) -> str:
+        async with self.server.gateway.store.reading() as tx:
+            row = await tx.one(
+                "SELECT carrier_message_id FROM targets WHERE message_id = ?", (message_id,)
+            )
+        assert row is not None
+        return str(row["carrier_message_id"])
+
+    async def event_kinds(self, message_id: str) -> list[str]:
+        return await event_kinds(self.server, message_id)
+
+    async def messages(self) -> list[Message]:
+        return await self.server.gateway.store.list_messages(self.tenant.id, 10, None)

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +33,15 @@ from gateway.errors import (
     InvalidSignature,
     MalformedCallback,
 )
-from gateway.models import Message, Target, TargetStatus
+from gateway.models import TargetStatus
 from tests.conftest import (
     SHARED,
+    CarrierRig,
     CustomerEndpoint,
     FakeCarrierApi,
     GatewayServer,
     Reply,
     ServerFactory,
-    Tenant,
-    event_kinds,
 )
 from tests.test_api_messages import assert_error
 
@@ -387,34 +385,11 @@ def batch_reply(batch_id: str) -> Reply:
     return Reply(201, json.dumps(response).encode())
 
 
-@dataclass
-class Rig:
+class Rig(CarrierRig):
     """A gateway sending through Sinch (dispatcher stepped by hand) and its fake API."""
-
-    server: GatewayServer
-    tenant: Tenant
-    api: FakeCarrierApi
-
-    async def send(self, text: str = "Hello world") -> str:
-        response = await self.server.send(self.tenant, [DESTINATION], text)
-        assert response.status_code == 200, response.text
-        message_id: str = response.json()["id"]
-        assert await self.server.gateway.dispatcher.run_once() >= 1
-        return message_id
 
     async def post(self, body: bytes, **kwargs: Any) -> httpx.Response:
         return await post_hook(self.server, body, **kwargs)
-
-    async def target(self, message_id: str) -> Target:
-        message = await self.server.gateway.store.get_message(message_id)
-        assert message is not None
-        return message.targets[0]
-
-    async def event_kinds(self, message_id: str) -> list[str]:
-        return await event_kinds(self.server, message_id)
-
-    async def messages(self) -> list[Message]:
-        return await self.server.gateway.store.list_messages(self.tenant.id, 10, None)
 
 
 @pytest.fixture
@@ -426,7 +401,7 @@ async def rig(
     server = await sinch_gateway(start_gateway, fake_carrier_api, run_workers=False)
     # A webhook URI, so every change queues its event (not delivered: workers are off).
     tenant = await server.add_tenant(TENANT_NUMBER, customer_endpoint.url, carrier="sinch")
-    return Rig(server, tenant, fake_carrier_api)
+    return Rig(server, tenant, fake_carrier_api, DESTINATION, "Hello world")
 
 
 async def test_e2e_inbound_becomes_a_message_and_message_created(
