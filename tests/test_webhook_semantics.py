@@ -466,7 +466,9 @@ async def test_events_waiting_behind_a_retry_are_not_due_so_claims_skip_them(
             )
         # Queued before the failure or after it, the later events are due with the retry.
         assert [(r["event_id"], r["next_attempt_at"]) for r in rows] == [
-            ("evt_created", retry_at), ("evt_sent", retry_at), ("evt_updated", retry_at)
+            ("evt_created", retry_at),
+            ("evt_sent", retry_at),
+            ("evt_updated", retry_at),
         ]
         # Only the healthy customer's event may go now; the failing one's wait for 300 s.
         assert [e.event_id for e in await store.claim_due_events(now, lease, 1, 4, [])] == [

@@ -64,6 +64,7 @@ T = TypeVar("T")
 class _UnitFailed(Exception):
     """A unit of a batch without savepoints raised: the batch runs again with them."""
 
+
 _CUSTOMERS_BY_ID = "SELECT * FROM customers WHERE id IN ({marks})"  # only "?" marks go in
 
 
