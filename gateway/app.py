@@ -9,13 +9,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway import deliveries, netguard, openapi
 from gateway.carriers.base import CallbackRequest
@@ -63,20 +65,9 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-async def read_body(request: Request, declared: str | None = None) -> bytes:
-    """The raw body, refusing more than max_body_bytes without reading it all. `declared` is the
-    Content-Length header when the caller has the headers already."""
-    limit = _gateway(request).config.server.max_body_bytes
-    if declared is None:
-        declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
-    return bytes(body)
+async def read_body(request: Request) -> bytes:
+    gateway = _gateway(request)
+    return await _read_raw_body(request.receive, gateway, request.headers.get("content-length", ""))
 
 
 async def authenticate(request: Request) -> str:
@@ -161,45 +152,75 @@ async def resend_delivery(request: Request) -> Response:
 # Carriers -------------------------------------------------------------------------------------
 
 
-async def carrier_hook(request: Request) -> Response:
-    gateway = _gateway(request)
-    name = request.path_params["carrier"]
-    carrier = gateway.carriers.get(name)
-    if carrier is None:
-        raise NotFound("CARRIER_NOT_FOUND", f"no configured carrier '{name}'")
-    started_s = time.perf_counter()
-    scope = request.scope
-    # Straight from the ASGI scope: Starlette's Headers and URL objects cost more than the rest
-    # of the hot path's parsing together.
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-    callback_request = CallbackRequest(
-        method=request.method,
-        url=_public_url(gateway, request),
-        headers=headers,
-        query=dict(request.query_params) if scope["query_string"] else {},
-        body=await read_body(request, headers.get("content-length", "")),
-    )
-    try:
-        carrier.verify(callback_request, gateway.clock.now().timestamp())
-    except InvalidSignature as exc:
-        gateway.metrics.count_callback(name, "forged")
-        raise PermissionDenied("INVALID_SIGNATURE", f"callback rejected: {exc}") from exc
-    try:
-        callback = carrier.parse(callback_request)
-    except MalformedCallback as exc:
-        raise InvalidArgument("INVALID_CALLBACK", str(exc)) from exc
-    outcome = await gateway.tracker.accept_callback(name, callback)
-    gateway.metrics.count_callback(name, outcome.value, time.perf_counter() - started_s)
-    ack = carrier.ack
-    return Response(ack.body, ack.status_code, media_type=ack.content_type)
+class CarrierHook:
+    """`/hooks/{carrier}`, the busiest route by far, as a plain ASGI app: Starlette's Request,
+    Headers and URL objects cost more than the rest of the callback's own work before the
+    commit. Errors still reach the app's exception handlers (the JSON envelope)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway: Gateway = scope["app"].state.gateway
+        name = scope["path_params"]["carrier"]
+        carrier = gateway.carriers.get(name)
+        if carrier is None:
+            raise NotFound("CARRIER_NOT_FOUND", f"no configured carrier '{name}'")
+        started_s = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_query: bytes = scope["query_string"]
+        callback_request = CallbackRequest(
+            method=scope["method"],
+            url=_public_url(gateway, scope["path"], raw_query.decode("utf-8", "replace")),
+            headers=headers,
+            # Parsed as Starlette's QueryParams would (the last of repeated names wins).
+            query=dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)),
+            body=await _read_raw_body(receive, gateway, headers.get("content-length", "")),
+        )
+        try:
+            carrier.verify(callback_request, gateway.clock.now().timestamp())
+        except InvalidSignature as exc:
+            gateway.metrics.count_callback(name, "forged")
+            raise PermissionDenied("INVALID_SIGNATURE", f"callback rejected: {exc}") from exc
+        try:
+            callback = carrier.parse(callback_request)
+        except MalformedCallback as exc:
+            raise InvalidArgument("INVALID_CALLBACK", str(exc)) from exc
+        outcome = await gateway.tracker.accept_callback(name, callback)
+        gateway.metrics.count_callback(name, outcome.value, time.perf_counter() - started_s)
+        ack = carrier.ack
+        await send(
+            {
+                "type": "http.response.start",
+                "status": ack.status_code,
+                "headers": [
+                    (b"content-type", ack.content_type.encode("latin-1")),
+                    (b"content-length", str(len(ack.body)).encode("latin-1")),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": ack.body})
 
 
-def _public_url(gateway: Gateway, request: Request) -> str:
+async def _read_raw_body(receive: Receive, gateway: Gateway, declared: str) -> bytes:
+    """The raw body, refusing more than max_body_bytes without reading it all. `declared` is the
+    Content-Length header."""
+    limit = gateway.config.server.max_body_bytes
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            raise ClientDisconnect()
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def _public_url(gateway: Gateway, path: str, query: str) -> str:
     """The URL the carrier called, as it signed it: public_url + path + query."""
-    scope = request.scope
-    # scope["path"] already holds any root_path (uvicorn and Starlette's Mount put it there).
-    url = gateway.config.server.public_url.rstrip("/") + scope["path"]
-    query = scope["query_string"].decode("utf-8", "replace")
+    # The scope's path already holds any root_path (uvicorn and Starlette's Mount put it there).
+    url = gateway.config.server.public_url.rstrip("/") + path
     return f"{url}?{query}" if query else url
 
 
@@ -292,7 +313,7 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 
 ROUTES = [
     # First: carrier callbacks are the busiest route, and routes are tried in order.
-    Route("/hooks/{carrier}", carrier_hook, methods=["POST", "GET"]),
+    Route("/hooks/{carrier}", CarrierHook(), methods=["POST", "GET"]),
     Route("/v1.0/messages", send_message, methods=["POST"]),
     Route("/v1.0/messages", list_messages, methods=["GET"]),
     Route("/v1.0/messages/{id}", get_message, methods=["GET"]),

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +324,32 @@ async def test_unknown_or_unconfigured_carrier_is_404(gateway_server: GatewaySer
     for carrier in ("nope", "twilio"):
         response = await gateway_server.client.post(f"/hooks/{carrier}", content=b"{}")
         assert_error(response, 404, "NOT_FOUND", "CARRIER_NOT_FOUND")
+
+
+async def test_oversized_or_wrongly_sent_callbacks_get_the_error_envelope(
+    start_gateway: ServerFactory,
+) -> None:
+    server = await start_gateway(run_workers=False)
+    tenant = await server.add_tenant("+15550000001")
+    limit = server.config.server.max_body_bytes
+    body, signature = signed_callback(
+        SANDBOX_SECRET, inbound(tenant.number, "x" * limit), time.time()
+    )
+    headers = {SIGNATURE_HEADER: signature}
+    declared = await server.client.post("/hooks/sandbox", content=body, headers=headers)
+    assert_error(declared, 413, "INVALID_ARGUMENT", "BODY_TOO_LARGE")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    streamed = await server.client.post("/hooks/sandbox", content=chunks(), headers=headers)
+    assert_error(streamed, 413, "INVALID_ARGUMENT", "BODY_TOO_LARGE")
+    wrong = await server.client.put("/hooks/sandbox", content=b"{}")
+    assert wrong.status_code == 405
+    assert set(wrong.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
+    assert await all_messages(server, tenant.id) == []
+    assert (await post_callback(server, inbound(tenant.number))).status_code == 200
 
 
 async def test_sandbox_api_refuses_a_wrong_key(gateway_server: GatewayServer) -> None:
