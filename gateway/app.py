@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import deliveries, netguard, openapi
-from gateway.carriers.base import CallbackRequest
+from gateway.carriers.base import Ack, CallbackRequest
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import (
@@ -155,11 +156,16 @@ async def resend_delivery(request: Request) -> Response:
 class CarrierHook:
     """`/hooks/{carrier}`, the busiest route by far, as a plain ASGI app: Starlette's Request,
     Headers and URL objects cost more than the rest of the callback's own work before the
-    commit. Errors still reach the app's exception handlers (the JSON envelope)."""
+    commit. POST and GET reach it straight from `GatewayApp`; other methods get Starlette's 405."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway: Gateway = scope["app"].state.gateway
-        name = scope["path_params"]["carrier"]
+        await _send_ack(
+            send, await self.answer(gateway, scope["path_params"]["carrier"], scope, receive)
+        )
+
+    async def answer(self, gateway: Gateway, name: str, scope: Scope, receive: Receive) -> Ack:
+        """Verify, parse and store one callback; the carrier's acknowledgement to send."""
         carrier = gateway.carriers.get(name)
         if carrier is None:
             raise NotFound("CARRIER_NOT_FOUND", f"no configured carrier '{name}'")
@@ -185,18 +191,20 @@ class CarrierHook:
             raise InvalidArgument("INVALID_CALLBACK", str(exc)) from exc
         outcome = await gateway.tracker.accept_callback(name, callback)
         gateway.metrics.count_callback(name, outcome.value, time.perf_counter() - started_s)
-        ack = carrier.ack
-        await send(
-            {
-                "type": "http.response.start",
-                "status": ack.status_code,
-                "headers": [
-                    (b"content-type", ack.content_type.encode("latin-1")),
-                    (b"content-length", str(len(ack.body)).encode("latin-1")),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": ack.body})
+        return carrier.ack
+
+
+async def _send_ack(send: Send, ack: Ack) -> None:
+    start = {
+        "type": "http.response.start",
+        "status": ack.status_code,
+        "headers": [
+            (b"content-type", ack.content_type.encode("latin-1")),
+            (b"content-length", str(len(ack.body)).encode("latin-1")),
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": ack.body})
 
 
 async def _read_raw_body(receive: Receive, gateway: Gateway, declared: str) -> bytes:
@@ -301,13 +309,24 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 async def on_store_error(request: Request, exc: Exception) -> Response:
-    log.error("database error on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry"))
+    return _error_for(exc, request.method, request.url.path)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
+    return _error_for(exc, request.method, request.url.path)
+
+
+def _error_for(exc: Exception, method: str, path: str) -> Response:
+    """The error envelope for what an endpoint raised (its own errors, the database's, a bug)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc)
+    if isinstance(exc, StoreError):
+        log.error("database error on %s %s: %s", method, path, exc)
+        return error_response(
+            Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+        )
     response = error_response(ApiError("INTERNAL", "internal error; it has been logged"))
-    log.exception("unexpected error, request_id=%s", response.headers["x-request-id"])
+    log.error("unexpected error, request_id=%s", response.headers["x-request-id"], exc_info=exc)
     return response
 
 
@@ -335,7 +354,7 @@ def create_app(
     clock: Clock | None = None,
     resolver: netguard.Resolver = netguard.system_resolver,
     run_workers: bool = True,
-) -> Starlette:
+) -> GatewayApp:
     """The ASGI app; the gateway opens at start-up and closes at shutdown."""
 
     @asynccontextmanager
@@ -349,13 +368,45 @@ def create_app(
         finally:
             await gateway.close()
 
-    return Starlette(
-        routes=ROUTES,
-        lifespan=lifespan,
-        exception_handlers={
-            ApiError: on_api_error,
-            HTTPException: on_http_exception,
-            StoreError: on_store_error,
-            Exception: on_unexpected,
-        },
+    return GatewayApp(
+        Starlette(
+            routes=ROUTES,
+            lifespan=lifespan,
+            exception_handlers={
+                ApiError: on_api_error,
+                HTTPException: on_http_exception,
+                StoreError: on_store_error,
+                Exception: on_unexpected,
+            },
+        )
     )
+
+
+_HOOK_PATH = re.compile(r"/hooks/([^/]+)")  # what Route("/hooks/{carrier}") matches
+
+
+class GatewayApp:
+    """The ASGI app: Starlette, except that carrier callbacks (POST or GET to /hooks/{carrier})
+    skip its middleware and routing, which cost about as much as the callback's own parsing.
+    Their errors get the same envelope as everywhere else."""
+
+    def __init__(self, starlette: Starlette) -> None:
+        self.starlette = starlette
+        self.state = starlette.state
+        self._hook = CarrierHook()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hook = _HOOK_PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+        if hook is None or scope["method"] not in ("POST", "GET"):
+            await self.starlette(scope, receive, send)
+            return
+        scope["app"] = self.starlette
+        try:
+            ack = await self._hook.answer(self.state.gateway, hook[1], scope, receive)
+        except ClientDisconnect:
+            return  # nobody to answer
+        except Exception as exc:
+            response = _error_for(exc, scope["method"], scope["path"])
+            await response(scope, receive, send)
+            return
+        await _send_ack(send, ack)

@@ -16,9 +16,8 @@ import msgspec
 import pytest
 import uvicorn
 import uvloop
-from starlette.applications import Starlette
 
-from gateway.app import create_app
+from gateway.app import GatewayApp, create_app
 from gateway.auth import issue_token, new_access_key
 from gateway.clock import Clock, ManualClock, SystemClock, format_time
 from gateway.config import Config, config_from_mapping
@@ -105,7 +104,7 @@ class Tenant:
 class GatewayServer(ServedApp):
     """The gateway under test, with helpers to seed tenants and call its API."""
 
-    def __init__(self, config: Config, sock: socket.socket, app: Starlette, clock: Clock) -> None:
+    def __init__(self, config: Config, sock: socket.socket, app: GatewayApp, clock: Clock) -> None:
         super().__init__(app, sock)
         self.config = config
         self.clock = clock

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import ROUTES
@@ -94,6 +96,30 @@ async def test_the_api_is_503_not_500_when_the_database_is_unavailable(
     assert_error(sent, 503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
     metrics = await server.client.get("/metrics")
     assert_error(metrics, 503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
+    # Carrier callbacks skip Starlette's middleware; they get the same envelope (and carriers,
+    # seeing 503, retry later).
+    callback = await post_inbound(server, tenant.number)
+    assert_error(callback, 503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
+
+
+async def test_a_bug_in_the_callback_path_is_a_logged_500_envelope(
+    start_gateway: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await start_gateway(run_workers=False)
+    tenant = await server.add_tenant("+15550000001")
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.gateway.carriers["sandbox"], "parse", broken)
+    with caplog.at_level(logging.ERROR, logger="gateway.app"):
+        response = await post_inbound(server, tenant.number)
+    assert_error(response, 500, "INTERNAL", "INTERNAL")
+    request_id = response.json()["error"]["request_id"]
+    [logged] = [r for r in caplog.records if request_id in r.getMessage()]
+    assert logged.exc_info is not None and "a bug" in str(logged.exc_info[1])
 
 
 async def test_readyz_is_503_when_a_worker_stopped(gateway_server: GatewayServer) -> None:
