@@ -176,8 +176,7 @@ class CarrierHook:
             method=scope["method"],
             url=_public_url(gateway, scope["path"], raw_query.decode("utf-8", "replace")),
             headers=headers,
-            # Parsed as Starlette's QueryParams would (the last of repeated names wins).
-            query=dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)),
+            query=_query_params(raw_query) if raw_query else {},
             body=await _read_raw_body(receive, gateway, headers.get("content-length", "")),
         )
         try:
@@ -223,6 +222,11 @@ async def _read_raw_body(receive: Receive, gateway: Gateway, declared: str) -> b
             raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
         if not message.get("more_body", False):
             return bytes(body)
+
+
+def _query_params(raw_query: bytes) -> dict[str, str]:
+    """Parsed as Starlette's QueryParams would be (the last of repeated names wins)."""
+    return dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
 
 
 def _public_url(gateway: Gateway, path: str, query: str) -> str:
