@@ -304,6 +304,15 @@ async def test_forged_callbacks_are_403_and_store_nothing(start_gateway: ServerF
     assert len(await all_messages(server, tenant.id)) == 1
 
 
+async def test_a_signature_with_a_huge_timestamp_is_403_not_500(
+    start_gateway: ServerFactory,
+) -> None:
+    server = await start_gateway(run_workers=False)
+    forged = {SIGNATURE_HEADER: "t=" + "9" * 400 + ",v1=00"}
+    response = await server.client.post("/hooks/sandbox", content=b"{}", headers=forged)
+    assert_error(response, 403, "PERMISSION_DENIED", "INVALID_SIGNATURE")
+
+
 async def test_signed_but_malformed_callback_is_400(start_gateway: ServerFactory) -> None:
     server = await start_gateway(run_workers=False)
     body = b'{"event": "inbound", "id": 5}'

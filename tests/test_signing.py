@@ -8,17 +8,22 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from gateway.carriers import sinch, telnyx
+from gateway.carriers import vonage as vonage_signing
 from gateway.signing import (
     InvalidSignature,
     generate_webhook_secret,
     sign_sandbox,
     sign_standard_webhook,
     standard_webhook_key,
+    timestamp_within,
     verify_sandbox,
     verify_standard_webhook,
     voipbin_signature,
@@ -334,3 +339,41 @@ def test_sandbox_stale_or_future_signature_fails(offset_s: int) -> None:
 def test_sandbox_malformed_header_fails(header: str) -> None:
     with pytest.raises(InvalidSignature, match="malformed"):
         verify_sandbox(SANDBOX_SECRET, header, SANDBOX_BODY, SANDBOX_TS)
+
+
+# Timestamps far out of range ---------------------------------------------------------------------
+
+HUGE_TIMESTAMP = "9" * 400  # int() takes it; float arithmetic with it overflows
+
+
+def test_a_timestamp_too_large_for_a_float_is_outside_every_window() -> None:
+    now_s = 1_700_000_000.0
+    assert timestamp_within(now_s, 1_700_000_000 - 300, 300, 300)
+    assert not timestamp_within(now_s, 1_700_000_000 - 301, 300, 300)
+    assert timestamp_within(now_s, 1_700_000_000 + 60, 300, 60)
+    assert not timestamp_within(now_s, 1_700_000_000 + 61, 300, 60)
+    assert not timestamp_within(now_s, int(HUGE_TIMESTAMP), 300, 300)
+    assert not timestamp_within(now_s, -int(HUGE_TIMESTAMP), 300, 300)
+
+
+def test_every_signed_timestamp_check_refuses_a_huge_one_as_invalid() -> None:
+    """A forged header must be a 403 (InvalidSignature), never an OverflowError (a 500)."""
+    now_s = time.time()
+    key = Ed25519PrivateKey.generate().public_key()
+    sinch_headers = {sinch.SIGNATURE_HEADER: "x", sinch.NONCE_HEADER: "n",
+                     sinch.TIMESTAMP_HEADER: HUGE_TIMESTAMP}  # fmt: skip
+    telnyx_headers = {telnyx.SIGNATURE_HEADER: "x", telnyx.TIMESTAMP_HEADER: HUGE_TIMESTAMP}
+    checks: list[Callable[[], None]] = [
+        lambda: verify_sandbox("s", f"t={HUGE_TIMESTAMP},v1=00", b"{}", now_s),
+        lambda: verify_standard_webhook(
+            generate_webhook_secret(), "msg_1", HUGE_TIMESTAMP, "v1,x", b"{}", now_s
+        ),
+        lambda: telnyx.verify_signature(key, telnyx_headers, b"{}", now_s),
+        lambda: sinch.verify_signature("s", sinch_headers, b"{}", now_s),
+        lambda: vonage_signing.verify_params(
+            {"sig": "x", "timestamp": HUGE_TIMESTAMP}, "s", "md5hash", now_s
+        ),
+    ]
+    for check in checks:
+        with pytest.raises(InvalidSignature, match=r"outside|stale"):
+            check()

@@ -32,6 +32,7 @@ from gateway.errors import (
     MalformedCallback,
 )
 from gateway.models import TargetStatus
+from gateway.signing import timestamp_within
 
 SIGNATURE_HEADER = "x-sinch-webhook-signature"
 NONCE_HEADER = "x-sinch-webhook-signature-nonce"
@@ -134,7 +135,7 @@ def verify_signature(secret: str, headers: dict[str, str], body: bytes, now_s: f
         raise InvalidSignature("an x-sinch-webhook-signature header is missing")
     if not (timestamp.isascii() and timestamp.isdigit()):
         raise InvalidSignature("x-sinch-webhook-signature-timestamp is not a Unix time")
-    if abs(now_s - int(timestamp)) > TOLERANCE_S:
+    if not timestamp_within(now_s, int(timestamp), TOLERANCE_S, TOLERANCE_S):
         raise InvalidSignature("x-sinch-webhook-signature-timestamp is outside the tolerance")
     expected = sign(secret, body, nonce, timestamp)
     if not hmac.compare_digest(signature.encode(), expected.encode()):

@@ -33,6 +33,7 @@ from gateway.errors import (
     MalformedCallback,
 )
 from gateway.models import TargetStatus
+from gateway.signing import timestamp_within
 
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
@@ -160,7 +161,7 @@ def verify_signature(
         raise InvalidSignature("telnyx-signature-ed25519 or telnyx-timestamp is missing")
     if not (timestamp.isascii() and timestamp.isdigit()):
         raise InvalidSignature("telnyx-timestamp is not a Unix time")
-    if abs(now_s - int(timestamp)) > TOLERANCE_S:
+    if not timestamp_within(now_s, int(timestamp), TOLERANCE_S, TOLERANCE_S):
         raise InvalidSignature("telnyx-timestamp is outside the 5-minute tolerance")
     try:
         signature = base64.b64decode(signature_b64, validate=True)

@@ -34,6 +34,7 @@ from gateway.errors import (
     MalformedCallback,
 )
 from gateway.models import TargetStatus
+from gateway.signing import timestamp_within
 
 SEND_PATH = "/sms/json"
 # The SDKs check no freshness; `timestamp` is signed, so the gateway bounds it itself. Vonage
@@ -170,7 +171,7 @@ def verify_params(params: Mapping[str, str], secret: str, method: str, now_s: fl
         timestamp_s = int(params.get("timestamp", ""))
     except ValueError as exc:
         raise InvalidSignature("timestamp is missing or not an integer") from exc
-    if not -MAX_AHEAD_S <= now_s - timestamp_s <= MAX_AGE_S:
+    if not timestamp_within(now_s, timestamp_s, MAX_AGE_S, MAX_AHEAD_S):
         raise InvalidSignature("timestamp is outside the accepted window (25 h back, 5 min ahead)")
     expected = signature(params, secret, method)
     # Some Vonage libraries emit upper-case hex.
