@@ -67,8 +67,9 @@ def _gateway(request: Request) -> Gateway:
 
 
 async def read_body(request: Request) -> bytes:
-    gateway = _gateway(request)
-    return await _read_raw_body(request.receive, gateway, request.headers.get("content-length", ""))
+    limit = _gateway(request).config.server.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    return await _read_limited(request.stream(), declared, limit)
 
 
 async def authenticate(request: Request) -> str:
@@ -177,7 +178,11 @@ class CarrierHook:
             url=_public_url(gateway, scope["path"], raw_query.decode("utf-8", "replace")),
             headers=headers,
             query=_query_params(raw_query) if raw_query else {},
-            body=await _read_raw_body(receive, gateway, headers.get("content-length", "")),
+            body=await _read_limited(
+                _received_chunks(receive),
+                headers.get("content-length", ""),
+                gateway.config.server.max_body_bytes,
+            ),
         )
         try:
             carrier.verify(callback_request, gateway.clock.now().timestamp())
@@ -194,11 +199,14 @@ class CarrierHook:
 
 
 async def _send_ack(send: Send, ack: Ack) -> None:
+    content_type = ack.content_type
+    if content_type.startswith("text/") and "charset" not in content_type:
+        content_type += "; charset=utf-8"  # as Starlette's Response would say
     start = {
         "type": "http.response.start",
         "status": ack.status_code,
         "headers": [
-            (b"content-type", ack.content_type.encode("latin-1")),
+            (b"content-type", content_type.encode("latin-1")),
             (b"content-length", str(len(ack.body)).encode("latin-1")),
         ],
     }
@@ -206,22 +214,29 @@ async def _send_ack(send: Send, ack: Ack) -> None:
     await send({"type": "http.response.body", "body": ack.body})
 
 
-async def _read_raw_body(receive: Receive, gateway: Gateway, declared: str) -> bytes:
-    """The raw body, refusing more than max_body_bytes without reading it all. `declared` is the
+async def _read_limited(chunks: AsyncIterator[bytes], declared: str, limit: int) -> bytes:
+    """The raw body, refusing more than `limit` bytes without reading it all. `declared` is the
     Content-Length header."""
-    limit = gateway.config.server.max_body_bytes
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
     body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client went away
-            raise ClientDisconnect()
-        body += message.get("body", b"")
+    async for chunk in chunks:
+        body += chunk
         if len(body) > limit:
             raise PayloadTooLarge("BODY_TOO_LARGE", f"request body is larger than {limit} bytes")
-        if not message.get("more_body", False):
-            return bytes(body)
+    return bytes(body)
+
+
+async def _received_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """The request body as it arrives (what Starlette's `request.stream()` does)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                return
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
 
 
 def _query_params(raw_query: bytes) -> dict[str, str]:
@@ -389,6 +404,16 @@ def create_app(
 _HOOK_PATH = re.compile(r"/hooks/([^/]+)")  # what Route("/hooks/{carrier}") matches
 
 
+def _route_path(scope: Scope) -> str:
+    """The path routes match, as Starlette finds it: without the root path, which uvicorn's
+    --root-path puts in front of `path` too."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
+
+
 class GatewayApp:
     """The ASGI app: Starlette, except that carrier callbacks (POST or GET to /hooks/{carrier})
     skip its middleware and routing, which cost about as much as the callback's own parsing.
@@ -400,7 +425,7 @@ class GatewayApp:
         self._hook = CarrierHook()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hook = _HOOK_PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+        hook = _HOOK_PATH.fullmatch(_route_path(scope)) if scope["type"] == "http" else None
         if hook is None or scope["method"] not in ("POST", "GET"):
             await self.starlette(scope, receive, send)
             return

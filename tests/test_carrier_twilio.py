@@ -554,7 +554,7 @@ async def test_e2e_inbound_becomes_a_message_and_a_webhook(
     tenant = await server.add_tenant(OWN_NUMBER, customer_endpoint.url, carrier="twilio")
     response = await post_signed(server, inbound_params())
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/xml")
+    assert response.headers["content-type"] == "text/xml; charset=utf-8"
     assert response.content == twilio.TWIML_EMPTY
     [message] = await server.gateway.store.list_messages(tenant.id, 10, None)
     assert (message.direction.value, message.source.target, message.text) == (

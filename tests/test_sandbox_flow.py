@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway.carriers.base import DeliveryReport, SendResult
 from gateway.carriers.sandbox import SIGNATURE_HEADER, InboundEvent, StatusEvent, signed_callback
@@ -359,6 +360,23 @@ async def test_oversized_or_wrongly_sent_callbacks_get_the_error_envelope(
     assert set(wrong.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
     assert await all_messages(server, tenant.id) == []
     assert (await post_callback(server, inbound(tenant.number))).status_code == 200
+
+
+@pytest.mark.parametrize(("root_path", "path", "status"), [
+    ("/api", "/api/hooks/sandbox", 200),  # served under a prefix: routed on what follows it
+    ("/hooks", "/hooks/sandbox", 404),  # the prefix is not part of the route
+])  # fmt: skip
+async def test_callbacks_are_routed_below_the_root_path(
+    start_gateway: ServerFactory, root_path: str, path: str, status: int
+) -> None:
+    server = await start_gateway(run_workers=False)
+    tenant = await server.add_tenant("+15550000001")
+    body, signature = signed_callback(SANDBOX_SECRET, inbound(tenant.number), time.time())
+    transport = httpx.ASGITransport(app=server.app, root_path=root_path)
+    async with httpx.AsyncClient(transport=transport, base_url=server.url) as client:
+        response = await client.post(path, content=body, headers={SIGNATURE_HEADER: signature})
+    assert response.status_code == status, response.text
+    assert len(await all_messages(server, tenant.id)) == (1 if status == 200 else 0)
 
 
 async def test_sandbox_api_refuses_a_wrong_key(gateway_server: GatewayServer) -> None:
