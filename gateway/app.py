@@ -297,11 +297,6 @@ async def openapi_spec(request: Request) -> Response:
 # Errors ---------------------------------------------------------------------------------------
 
 
-async def on_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc)
-
-
 async def on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
@@ -327,11 +322,7 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-async def on_store_error(request: Request, exc: Exception) -> Response:
-    return _error_for(exc, request.method, request.url.path)
-
-
-async def on_unexpected(request: Request, exc: Exception) -> Response:
+async def on_error(request: Request, exc: Exception) -> Response:
     return _error_for(exc, request.method, request.url.path)
 
 
@@ -392,10 +383,10 @@ def create_app(
             routes=ROUTES,
             lifespan=lifespan,
             exception_handlers={
-                ApiError: on_api_error,
+                ApiError: on_error,
                 HTTPException: on_http_exception,
-                StoreError: on_store_error,
-                Exception: on_unexpected,
+                StoreError: on_error,
+                Exception: on_error,
             },
         )
     )
