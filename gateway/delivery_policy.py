@@ -42,6 +42,12 @@ class Answer(msgspec.Struct, frozen=True):
     def succeeded(self) -> bool:
         return 200 <= self.status_code < 300
 
+    @property
+    def tells_of_endpoint(self) -> bool:
+        """Whether the endpoint's health shows in this answer: not when the gateway itself
+        failed, or the customer has no address set (so the circuit breaker ignores those)."""
+        return self.error_class not in (ErrorClass.INTERNAL, ErrorClass.NO_ENDPOINT)
+
 
 def classify(status_code: int) -> ErrorClass:
     if 200 <= status_code < 300:

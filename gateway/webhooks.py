@@ -153,7 +153,9 @@ class WebhookDeliverer:
             response_excerpt=answer.response_excerpt,
             error_class=answer.error_class.value,
         )
-        if self._breakers.record(event.customer_id, answer.succeeded, self._clock.now()):
+        if answer.tells_of_endpoint and self._breakers.record(
+            event.customer_id, answer.succeeded, self._clock.now()
+        ):
             log.warning(
                 "webhook endpoint of customer %s failed %d attempts in a row: paused for %g s",
                 event.customer_id, self._config.breaker_failures, self._config.breaker_cooldown_s,

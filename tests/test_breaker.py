@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from gateway.breaker import Breakers
 from gateway.clock import ManualClock
-from tests.conftest import ServerFactory, free_socket
+from tests.conftest import CustomerEndpoint, ServerFactory, free_socket
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -76,3 +78,31 @@ async def test_a_refusing_endpoint_is_paused_and_its_events_spend_no_retries(
         assert sorted(attempts) == [0, 1, 1, 1, 1, 1]
     finally:
         refusing.close()
+
+
+async def test_the_gateway_failing_does_not_pause_the_endpoint(
+    start_gateway: ServerFactory,
+    customer_endpoint: CustomerEndpoint,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = ManualClock(START)
+    server = await start_gateway(
+        clock=clock, run_workers=False,
+        webhooks={"allowed_networks": ["127.0.0.0/8"], "breaker_failures": 2,
+                  "breaker_cooldown_s": 30, "per_endpoint_concurrency": 4},
+    )  # fmt: skip
+    tenant = await server.add_tenant("+15550000001", webhook_uri=customer_endpoint.url)
+    for _ in range(3):
+        await server.send(tenant, ["+15550000002"])
+    deliverer = server.gateway.deliverer
+    attempter = deliverer._attempter
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("a bug in the gateway")
+
+    monkeypatch.setattr(attempter, "attempt", broken)
+    assert await deliverer.run_once() == 3  # three internal failures, none the endpoint's
+    monkeypatch.undo()
+    clock.advance(6)  # past the first retry (5 s): not past any pause
+    assert await deliverer.run_once() == 3  # all three go out: the endpoint was never paused
+    assert len(customer_endpoint.received) == 3
