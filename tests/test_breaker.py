@@ -8,7 +8,7 @@ import pytest
 
 from gateway.breaker import Breakers
 from gateway.clock import ManualClock
-from tests.conftest import CustomerEndpoint, ServerFactory, free_socket
+from tests.conftest import CustomerEndpoint, GatewayServer, ServerFactory, free_socket
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -50,15 +50,22 @@ def test_zero_failures_to_open_never_opens() -> None:
     assert breakers.room("a", 4, START) == 4
 
 
+async def breaker_gateway(
+    start_gateway: ServerFactory, clock: ManualClock, failures_to_open: int
+) -> GatewayServer:
+    """Workers stepped by hand; a 30 s cooldown; up to 4 attempts in flight per endpoint."""
+    return await start_gateway(
+        clock=clock, run_workers=False,
+        webhooks={"allowed_networks": ["127.0.0.0/8"], "breaker_failures": failures_to_open,
+                  "breaker_cooldown_s": 30, "per_endpoint_concurrency": 4},
+    )  # fmt: skip
+
+
 async def test_a_refusing_endpoint_is_paused_and_its_events_spend_no_retries(
     start_gateway: ServerFactory,
 ) -> None:
     clock = ManualClock(START)
-    server = await start_gateway(
-        clock=clock, run_workers=False,
-        webhooks={"allowed_networks": ["127.0.0.0/8"], "breaker_failures": 3,
-                  "breaker_cooldown_s": 30, "per_endpoint_concurrency": 4},
-    )  # fmt: skip
+    server = await breaker_gateway(start_gateway, clock, failures_to_open=3)
     refusing = free_socket()  # bound, never listening: every connection is refused
     try:
         port = refusing.getsockname()[1]
@@ -86,11 +93,7 @@ async def test_the_gateway_failing_does_not_pause_the_endpoint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = ManualClock(START)
-    server = await start_gateway(
-        clock=clock, run_workers=False,
-        webhooks={"allowed_networks": ["127.0.0.0/8"], "breaker_failures": 2,
-                  "breaker_cooldown_s": 30, "per_endpoint_concurrency": 4},
-    )  # fmt: skip
+    server = await breaker_gateway(start_gateway, clock, failures_to_open=2)
     tenant = await server.add_tenant("+15550000001", webhook_uri=customer_endpoint.url)
     for _ in range(3):
         await server.send(tenant, ["+15550000002"])
