@@ -37,13 +37,14 @@ class Breakers:
         state.open_until = now + self._cooldown
         return True
 
-    def open_endpoints(self, now: dt.datetime) -> list[str]:
-        """Endpoints to leave alone now."""
-        return [
-            endpoint
+    def limited(self, per_endpoint: int, now: dt.datetime) -> dict[str, int]:
+        """The endpoints allowed fewer than `per_endpoint` attempts in flight now, with their
+        allowance: 0 while open, 1 while probing."""
+        return {
+            endpoint: self.room(endpoint, per_endpoint, now)
             for endpoint, state in self._endpoints.items()
-            if state.open_until is not None and now < state.open_until
-        ]
+            if state.open_until is not None
+        }
 
     def room(self, endpoint: str, per_endpoint: int, now: dt.datetime) -> int:
         """Attempts the endpoint may have in flight: none while open, one while probing."""

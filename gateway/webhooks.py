@@ -88,11 +88,13 @@ class WebhookDeliverer:
             return []
         per_endpoint = self._config.per_endpoint_concurrency
         now = self._clock.now()
-        busy = set(self._breakers.open_endpoints(now))
-        busy.update(c for c, n in self._in_flight.items() if n >= self._room(c, now))
+        # What each endpoint may still start: its breaker's allowance less its attempts in flight.
+        room = self._breakers.limited(per_endpoint, now)
+        for customer_id, in_flight_now in self._in_flight.items():
+            room[customer_id] = room.get(customer_id, per_endpoint) - in_flight_now
         lease_until = later(now, self._config.timeout_s + LEASE_MARGIN_S)
         events = await self._store.claim_due_events(
-            format_time(now), lease_until, free, per_endpoint, busy
+            format_time(now), lease_until, free, per_endpoint, room
         )
         fitting, surplus = self._fit(events, now)
         if surplus:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
 import pytest
 
@@ -24,9 +25,9 @@ def test_failures_in_a_row_open_it_for_the_cooldown_then_one_attempt_probes() ->
     assert breakers.room("a", 4, START) == 4  # two failures: still closed
     assert breakers.record("a", False, START)  # the third opens it
     assert not breakers.record("a", False, later(1))  # in flight when it opened: no news
-    assert breakers.open_endpoints(later(29)) == ["a"]
+    assert breakers.limited(4, later(29)) == {"a": 0}
     assert breakers.room("a", 4, later(29)) == 0
-    assert breakers.open_endpoints(later(30)) == []
+    assert breakers.limited(4, later(30)) == {"a": 1}
     assert breakers.room("a", 4, later(30)) == 1  # half open: one probe at a time
     assert breakers.record("a", False, later(31))  # the probe failed: open again
     assert breakers.room("a", 4, later(60)) == 0
@@ -40,7 +41,7 @@ def test_a_success_resets_the_count_and_other_endpoints_are_untouched() -> None:
     breakers.record("a", True, START)
     assert not breakers.record("a", False, START)  # one in a row again, not two
     assert breakers.record("b", False, START) is False
-    assert breakers.open_endpoints(START) == []
+    assert breakers.limited(4, START) == {}
 
 
 def test_zero_failures_to_open_never_opens() -> None:
@@ -62,7 +63,7 @@ async def breaker_gateway(
 
 
 async def test_a_refusing_endpoint_is_paused_and_its_events_spend_no_retries(
-    start_gateway: ServerFactory,
+    start_gateway: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = ManualClock(START)
     server = await breaker_gateway(start_gateway, clock, failures_to_open=3)
@@ -75,7 +76,17 @@ async def test_a_refusing_endpoint_is_paused_and_its_events_spend_no_retries(
         assert await deliverer.run_once() == 4  # four fail; the third failure opened it
         assert await deliverer.run_once() == 0  # paused: the other two wait
         clock.advance(31)  # past the cooldown (and the failed ones' 5 s retry)
+        released: list[Collection[int]] = []
+        store = server.gateway.store
+        real_release = store.release_events
+
+        async def release(seqs: Collection[int]) -> None:
+            released.append(seqs)
+            await real_release(seqs)
+
+        monkeypatch.setattr(store, "release_events", release)
         assert await deliverer.run_once() == 1  # one probe only
+        assert released == []  # and only one claimed: none leased just to be handed back
         attempts = [
             attempts
             for message_id in ids

@@ -340,15 +340,15 @@ async def test_a_resend_during_an_attempt_neither_overtakes_nor_vanishes(
     await server.gateway.dispatcher.submit_due()  # the target is sent: message_updated queued
     now = format_time(clock.now())
     lease = format_time(clock.now() + dt.timedelta(seconds=60))
-    [in_flight] = await store.claim_due_events(now, lease, 10, 10, [])
+    [in_flight] = await store.claim_due_events(now, lease, 10, 10, {})
     assert in_flight.event_type == "message_updated"
     assert await store.requeue_message_events(message_id, now) == 2  # an operator's resend
-    assert await store.claim_due_events(now, lease, 10, 10, []) == []  # created must not overtake
+    assert await store.claim_due_events(now, lease, 10, 10, {}) == []  # created must not overtake
     attempt = Attempt(in_flight.seq, 1, "scheduled", now, "u", 200, 1.0, "", "")
     await store.finish_attempt(attempt, in_flight.requeues, "delivered", None)
     states = await store.outbox_states(message_id)
     assert [state for _, state, _ in states] == ["pending", "pending"]  # the resend stands
-    [head] = await store.claim_due_events(now, lease, 10, 10, [])
+    [head] = await store.claim_due_events(now, lease, 10, 10, {})
     assert head.event_type == "message_created"  # in order again
 
 
@@ -431,9 +431,30 @@ async def test_one_endpoints_backlog_never_crowds_another_out_of_a_claim(tmp_pat
                         b"{}", now,
                     )  # fmt: skip
         lease = format_time(START + dt.timedelta(seconds=60))
-        claimed = await store.claim_due_events(now, lease, 8, 4, [])
+        claimed = await store.claim_due_events(now, lease, 8, 4, {})
         per_customer = collections.Counter(event.customer_id for event in claimed)
         assert per_customer == {backlogged.id: 4, healthy.id: 3}
+    finally:
+        await store.close()
+
+
+async def test_a_claim_takes_no_more_than_each_endpoints_room(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "room.db")
+    try:
+        now = format_time(START)
+        probing, half_full, paused, other = await stored_customers(store, "p", "h", "z", "o")
+        async with store.transaction() as tx:
+            for customer in (probing, half_full, paused, other):
+                for _ in range(5):
+                    await tx.add_event(
+                        events.new_event_id(), EventType.MESSAGE_CREATED, a_message(customer),
+                        b"{}", now,
+                    )  # fmt: skip
+        lease = format_time(START + dt.timedelta(seconds=60))
+        room = {probing.id: 1, half_full.id: 2, paused.id: 0}
+        claimed = await store.claim_due_events(now, lease, 64, 4, room)
+        per_customer = collections.Counter(event.customer_id for event in claimed)
+        assert per_customer == {probing.id: 1, half_full.id: 2, other.id: 4}
     finally:
         await store.close()
 
@@ -450,7 +471,7 @@ async def test_events_waiting_behind_a_retry_are_not_due_so_claims_skip_them(
         message = a_message(failing)
         async with store.transaction() as tx:
             await tx.add_event("evt_created", EventType.MESSAGE_CREATED, message, b"{}", now)
-        [head] = await store.claim_due_events(now, lease, 8, 4, [])
+        [head] = await store.claim_due_events(now, lease, 8, 4, {})
         async with store.transaction() as tx:  # queued while the first is in flight
             await tx.add_event("evt_sent", EventType.MESSAGE_UPDATED, message, b"{}", now)
         attempt = Attempt(head.seq, 1, "scheduled", now, "u", 503, 1.0, "HTTP 503", "")
@@ -471,13 +492,13 @@ async def test_events_waiting_behind_a_retry_are_not_due_so_claims_skip_them(
             ("evt_updated", retry_at),
         ]
         # Only the healthy customer's event may go now; the failing one's wait for 300 s.
-        assert [e.event_id for e in await store.claim_due_events(now, lease, 1, 4, [])] == [
+        assert [e.event_id for e in await store.claim_due_events(now, lease, 1, 4, {})] == [
             "evt_other"
         ]
-        assert await store.claim_due_events(now, lease, 8, 4, []) == []
+        assert await store.claim_due_events(now, lease, 8, 4, {}) == []
         later_on = format_time(START + dt.timedelta(seconds=301))
         lease = format_time(START + dt.timedelta(seconds=400))
-        claimed = await store.claim_due_events(later_on, lease, 8, 4, [])
+        claimed = await store.claim_due_events(later_on, lease, 8, 4, {})
         # In order: the retry first, then (once it is done) the update. (evt_other's lease ran out
         # unfinished, so it is due again too.)
         assert [e.event_id for e in claimed if e.customer_id == failing.id] == ["evt_created"]

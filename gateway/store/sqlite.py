@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -421,10 +421,12 @@ class Store:
     # Webhook outbox --------------------------------------------------------------------------
 
     async def claim_due_events(
-        self, now: str, lease_until: str, limit: int, per_customer: int, busy: Collection[str]
+        self, now: str, lease_until: str, limit: int, per_customer: int, room: Mapping[str, int]
     ) -> list[OutboxEvent]:
         """Due events to attempt, leased: each message's oldest pending event only (order), at
-        most `per_customer` per endpoint, none for `busy` or disabled endpoints (isolation)."""
+        most `per_customer` per endpoint, or its `room` where one is given (what is left beside
+        its attempts in flight, or a paused endpoint's 0); none for disabled endpoints."""
+        busy = [customer_id for customer_id, free in room.items() if free <= 0]
         due_customers = _DUE_CUSTOMERS.format(busy=",".join("?" * len(busy)))
 
         async def claim(tx: Tx) -> list[OutboxEvent]:
@@ -432,7 +434,7 @@ class Store:
             # More endpoints than slots: some may have nothing that can go (order waits).
             candidates = await tx.all(due_customers, (now, now, *busy, max(limit * 4, 256)))
             for customer in candidates:
-                take = min(per_customer, limit - len(rows))
+                take = min(room.get(customer["id"], per_customer), limit - len(rows))
                 if take <= 0:
                     break
                 rows += await tx.all(_CUSTOMER_DUE_EVENTS, (customer["id"], now, now, now, take))
