@@ -10,6 +10,10 @@ generator in another (wrk when installed, else the Python one in bench/ingest_lo
    the API and dispatched to the sandbox (`dlr_delay_s` is an hour, so its own reports stay out).
 Prints requests/s, p50/p99 latency and the ratios; then the gateway's latency at half its maximum
 inbound rate, driven open loop at that fixed rate by the Python generator (wrk2 is not in Debian).
+A 2xx means a callback is in the inbox; the normaliser turns it into a message after. So after
+each maximum-rate run the benchmark waits until the inbox is empty and also prints the rate
+sustained over run + drain (callbacks normalised per second), and each run starts with an empty
+inbox.
 Signatures are made just before each run (they are valid for 300 s).
 Run: `make bench` (or `.venv/bin/python bench/ingest.py [--loadgen python]`).
 """
@@ -52,11 +56,13 @@ CONNECTIONS = 64
 DESTINATIONS = 1  # per message sent for the delivery reports: the usual send, one recipient
 MAX_TARGETS = 20_000  # enough reports for every one to find a `sent` target, up to this
 DISPATCH_WAIT_S = 30.0
+DRAIN_WAIT_S = 300.0
 
 BASELINE = "baseline (bare Starlette)"
 INBOUND = "gateway inbound"
 REPORTS = "gateway status reports"
 HALF = "gateway inbound, half rate"
+BASELINE_HALF = "baseline at the same rate"
 
 
 # The baseline ------------------------------------------------------------------------------------
@@ -225,11 +231,19 @@ class Bench:
     rows: dict[str, Figures] = field(default_factory=dict)
     warmups: list[Figures] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    drained: dict[str, tuple[float, float]] = field(default_factory=dict)  # run s, drain s
 
     def max_rate(self, requests: Path, port: int, duration_s: float = DURATION_S) -> Figures:
         if self.wrk:
             return wrk_run(self.wrk, self.folder, requests, port, duration_s)
         return python_run(requests, port, duration_s, None)
+
+    def sustained(self, name: str, figures: Figures) -> None:
+        """Wait for the inbox to empty; note the rate callbacks were normalised at over run +
+        drain (the run's answers over the run's time plus the wait)."""
+        drain_s = wait_drained(self.folder / "gateway.db")
+        run_s = figures.requests / figures.rps
+        self.drained[name] = (run_s, drain_s)
 
     def warm_up(self, port: int) -> None:
         requests = write_requests(self.folder / "warm.txt", inbound_events(40_000))
@@ -305,6 +319,19 @@ SENT_IDS = (
 )
 
 
+def wait_drained(database: Path) -> float:
+    """Seconds until every callback in the inbox is normalised."""
+    inbox = database.with_name(f"{database.stem}.inbox{database.suffix}")
+    started = time.monotonic()
+    while time.monotonic() - started < DRAIN_WAIT_S:
+        [(applied,)] = query(database, "SELECT applied_through FROM inbox_cursor")
+        last = query(inbox, "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'")
+        if not last or int(str(applied)) >= int(str(last[0][0])):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise RuntimeError(f"the inbox did not empty in {DRAIN_WAIT_S:g} s")
+
+
 def carrier_ids(database: Path, want: int) -> list[str]:
     """The targets' carrier message ids, once `want` are sent (or DISPATCH_WAIT_S is up)."""
     deadline = time.monotonic() + DISPATCH_WAIT_S
@@ -318,16 +345,28 @@ def carrier_ids(database: Path, want: int) -> list[str]:
 # The run -----------------------------------------------------------------------------------------
 
 
-def measure_baseline(bench: Bench) -> float:
-    port = free_port()
+def baseline_argv(port: int) -> list[str]:
     argv = [sys.executable, "-m", "uvicorn", "bench.ingest:baseline_app", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--http", "httptools", "--loop", "uvloop", "--workers", "1"]
-    argv += ["--no-access-log", "--log-level", "warning"]
-    with server(argv, port, bench.folder / "baseline.log"):
+    return [*argv, "--no-access-log", "--log-level", "warning"]
+
+
+def measure_baseline(bench: Bench) -> float:
+    port = free_port()
+    with server(baseline_argv(port), port, bench.folder / "baseline.log"):
         bench.warm_up(port)
         requests = write_requests(bench.folder / "base.txt", inbound_events(400_000))
         bench.rows[BASELINE] = figures = bench.max_rate(requests, port)
     return figures.rps
+
+
+def measure_baseline_at(bench: Bench, rate: float) -> None:
+    """The bare handler driven like the half-rate run: what the generator itself adds."""
+    port = free_port()
+    with server(baseline_argv(port), port, bench.folder / "baseline-half.log"):
+        bench.warm_up(port)
+        requests = write_requests(bench.folder / "base-half.txt", inbound_events(int(rate * 12)))
+        bench.rows[BASELINE_HALF] = python_run(requests, port, DURATION_S, rate)
 
 
 def measure_gateway(bench: Bench, baseline_rps: float) -> None:
@@ -341,8 +380,10 @@ def measure_gateway(bench: Bench, baseline_rps: float) -> None:
         bench.warm_up(port)
         inbound = write_requests(bench.folder / "in.txt", inbound_events(enough))
         bench.rows[INBOUND] = bench.max_rate(inbound, port)
+        bench.sustained(INBOUND, bench.rows[INBOUND])
         half = write_requests(bench.folder / "half.txt", inbound_events(enough))
         bench.rows[HALF] = python_run(half, port, DURATION_S, bench.rows[INBOUND].rps / 2)
+        bench.sustained(HALF, bench.rows[HALF])
         measure_reports(bench, port, access_key, enough)
     access_lines = log.read_bytes().count(b'"POST /hooks/sandbox')
     if access_lines:
@@ -366,6 +407,7 @@ def measure_reports(bench: Bench, port: int, access_key: str, enough: int) -> No
     )
     reports = write_requests(bench.folder / "dlr.txt", status_events(enough, ids))
     bench.rows[REPORTS] = figures = bench.max_rate(reports, port)
+    bench.sustained(REPORTS, figures)
     fresh = min(1.0, len(ids) / max(1, figures.requests))
     bench.notes.append(
         "status reports: each found its target `sent`"
@@ -396,13 +438,20 @@ def print_table(bench: Bench) -> None:
     rows = bench.rows
     base, inbound, reports, half = rows[BASELINE], rows[INBOUND], rows[REPORTS], rows[HALF]
     print(f"{'ingest':<30}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}{'non-2xx':>9}")
-    for name in (BASELINE, INBOUND, REPORTS, HALF):
+    for name in (BASELINE, INBOUND, REPORTS, HALF, BASELINE_HALF):
         f = rows[name]
         ratio = f.rps / base.rps
         print(f"{name:<30}{f.rps:>9.0f}{f.p50_ms:>8.2f}{f.p99_ms:>8.2f}{ratio:>7.2f}{f.non2xx:>9}")
     print(f"{'ratio inbound (target >= 0.50)':<30}{inbound.rps / base.rps:>9.2f}")
     print(f"{'ratio reports (target >= 0.50)':<30}{reports.rps / base.rps:>9.2f}")
     print(f"{'p99 at half rate (<= 10 ms)':<30}{half.p99_ms:>9.2f}")
+    for name, (run_s, drain_s) in bench.drained.items():
+        f = rows[name]
+        sustained = f.requests / (run_s + drain_s)
+        print(
+            f"{name}: normalised {sustained:.0f}/s over run + drain ({run_s:.1f} s + "
+            f"{drain_s:.1f} s), {sustained / base.rps:.2f} of the baseline"
+        )
     generator = "wrk -t1" if bench.wrk else "the Python generator (closed loop)"
     print(
         f"max rates: {generator}, {CONNECTIONS} connections, {DURATION_S:g} s runs; half rate: "
@@ -432,6 +481,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as name:
         bench = Bench(wrk, Path(name))
         measure_gateway(bench, measure_baseline(bench))
+        measure_baseline_at(bench, bench.rows[INBOUND].rps / 2)
         print_table(bench)
     print(f"took {time.monotonic() - started:.0f} s")
 

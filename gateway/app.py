@@ -166,7 +166,7 @@ class CarrierHook:
         )
 
     async def answer(self, gateway: Gateway, name: str, scope: Scope, receive: Receive) -> Ack:
-        """Verify, parse and store one callback; the carrier's acknowledgement to send."""
+        """Verify, parse and commit one callback to the inbox; the carrier's acknowledgement."""
         carrier = gateway.carriers.get(name)
         if carrier is None:
             raise NotFound("CARRIER_NOT_FOUND", f"no configured carrier '{name}'")
@@ -193,8 +193,8 @@ class CarrierHook:
             callback = carrier.parse(callback_request)
         except MalformedCallback as exc:
             raise InvalidArgument("INVALID_CALLBACK", str(exc)) from exc
-        outcome = await gateway.tracker.accept_callback(name, callback)
-        gateway.metrics.count_callback(name, outcome.value, time.perf_counter() - started_s)
+        await gateway.callbacks.accept(name, callback)
+        gateway.metrics.time_callback(name, time.perf_counter() - started_s)
         return carrier.ack
 
 
@@ -286,7 +286,9 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     gateway = _gateway(request)
-    body = gateway.metrics.render(await gateway.store.count_backlog())
+    backlog = await gateway.store.count_backlog()
+    backlog["callbacks_waiting"] = await gateway.callbacks.waiting()
+    body = gateway.metrics.render(backlog)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -21,6 +21,7 @@ class Outcome(enum.StrEnum):
     EARLY = "early"  # a report for a send not yet recorded, applied once it is
     BUFFERED = "buffered"  # one part of a concatenated inbound SMS, waiting for the rest
     IGNORED = "ignored"  # an authentic callback with nothing to track
+    FAILED = "failed"  # could not be applied (a bug, logged); skipped so later ones go on
 
 
 class Change(msgspec.Struct, frozen=True):

@@ -169,6 +169,14 @@ class InboundConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reassembly_wait_s: Positive = 60.0
 
 
+class IngestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Carrier callbacks are committed to an inbox and answered; a second process turns them into
+    # messages, on another core. false: the server's own process does it (one core).
+    normaliser_process: bool = True
+    # Callbacks waiting to be normalised beyond which new ones are answered 503 (carriers retry).
+    max_backlog: AtLeastOne = 1_000_000
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     api: ApiConfig = ApiConfig()
@@ -178,6 +186,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dispatch: DispatchConfig = DispatchConfig()
     carriers: CarriersConfig = CarriersConfig()
     inbound: InboundConfig = InboundConfig()
+    ingest: IngestConfig = IngestConfig()
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:

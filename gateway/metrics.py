@@ -16,7 +16,7 @@ class Metrics:
         )
         self.callback_seconds = Histogram(
             "gateway_callback_seconds",
-            "Time to verify, store and answer a carrier callback",
+            "Time to verify, commit and answer a carrier callback",
             ["carrier"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
@@ -35,19 +35,21 @@ class Metrics:
             registry=self.registry,
         )
 
-    def count_callback(self, carrier: str, outcome: str, seconds: float | None = None) -> None:
-        """One callback's outcome (and how long it took to answer, when it was answered)."""
+    def count_callback(self, carrier: str, outcome: str, count: int = 1) -> None:
+        """Callbacks by outcome: forged at the door, or what applying them did."""
         # The labelled children are looked up once: `labels()` costs more than the count.
         key = (carrier, outcome)
         counter = self._callback_counters.get(key)
         if counter is None:
             counter = self._callback_counters[key] = self.callbacks.labels(carrier, outcome)
-        counter.inc()
-        if seconds is not None:
-            timer = self._callback_timers.get(carrier)
-            if timer is None:
-                timer = self._callback_timers[carrier] = self.callback_seconds.labels(carrier)
-            timer.observe(seconds)
+        counter.inc(count)
+
+    def time_callback(self, carrier: str, seconds: float) -> None:
+        """How long one callback took to verify, commit to the inbox and answer."""
+        timer = self._callback_timers.get(carrier)
+        if timer is None:
+            timer = self._callback_timers[carrier] = self.callback_seconds.labels(carrier)
+        timer.observe(seconds)
 
     def render(self, backlog: dict[str, int]) -> bytes:
         for kind, count in backlog.items():

@@ -18,11 +18,15 @@ from gateway.carriers.sandbox import SandboxSimulator
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.dispatch import Dispatcher
+from gateway.ingest import TIDY_INTERVAL_S, CallbackInbox
 from gateway.messages import MessageService
 from gateway.metrics import Metrics
+from gateway.normaliser import POLL_INTERVAL_S, Normaliser, Outcomes
+from gateway.normaliser_process import NormaliserProcess, Report
 from gateway.ratelimit import TokenBuckets
 from gateway.retention import PRUNE_INTERVAL_S, Retention
 from gateway.store import Store
+from gateway.store.inbox import Inbox, inbox_path
 from gateway.tracking import Tracker
 from gateway.webhook_attempt import Attempter
 from gateway.webhooks import WebhookDeliverer
@@ -38,11 +42,13 @@ class Gateway:
         self,
         config: Config,
         store: Store,
+        inbox: Inbox,
         clock: Clock,
         resolver: netguard.Resolver,
     ) -> None:
         self.config = config
         self.store = store
+        self.inbox = inbox
         self.clock = clock
         self.metrics = Metrics()
         # httpx's API over aiohttp's transport: sends to carriers ran ~5x faster in `make bench`
@@ -64,6 +70,17 @@ class Gateway:
         self._add_carriers()
         # Callbacks and send results only make webhook events; nothing new to dispatch.
         self.tracker = Tracker(store, clock, config, self.webhook_wakeup.notify)
+        # Callbacks: committed to the inbox and answered here; normalised by the normaliser, in
+        # a process of its own or (normaliser_process = false) as a task of this one. This
+        # process's Normaliser also serves `drain` (tests) in the second case.
+        self.normaliser_wakeup = Wakeup()
+        self.normaliser = Normaliser(store, inbox, self.tracker, self._count_outcomes)
+        self.normaliser_process: NormaliserProcess | None = None
+        if config.ingest.normaliser_process:
+            self.normaliser_process = NormaliserProcess(config, self._on_report)
+        self.callbacks = CallbackInbox(
+            inbox, store, clock, config.ingest.max_backlog, self._callbacks_appended
+        )
         self.messages = MessageService(store, clock, config, self.carriers, self._changed)
         self.retention = Retention(store, clock, config.database.retention_days)
         self.auth = Authenticator(store, config.auth.jwt_secret, clock)
@@ -94,10 +111,15 @@ class Gateway:
         resolver: netguard.Resolver = netguard.system_resolver,
     ) -> Self:
         store = await Store.open(config.database.path)
+        inbox: Inbox | None = None
         try:
-            return cls(config, store, clock or SystemClock(), resolver)
+            inbox = await Inbox.open(inbox_path(config.database.path))
+            await inbox.ids_after(await store.inbox_applied_through())
+            return cls(config, store, inbox, clock or SystemClock(), resolver)
         except BaseException:
             # An open aiosqlite connection keeps a non-daemon thread: close it or never exit.
+            if inbox is not None:
+                await inbox.close()
             await store.close()
             raise
 
@@ -105,8 +127,36 @@ class Gateway:
         self.dispatch_wakeup.notify()
         self.webhook_wakeup.notify()
 
+    def _callbacks_appended(self) -> None:
+        if self.normaliser_process is not None:
+            self.normaliser_process.notify()
+        else:
+            self.normaliser_wakeup.notify()
+
+    def _count_outcomes(self, outcomes: Outcomes) -> None:
+        for (carrier, outcome), count in outcomes.items():
+            self.metrics.count_callback(carrier, outcome, count)
+            if outcome != "duplicate":
+                self.webhook_wakeup.notify()
+
+    def _on_report(self, report: Report) -> None:
+        self._count_outcomes(
+            Outcomes({(carrier, outcome): count for carrier, outcome, count in report.outcomes})
+        )
+
     async def start_workers(self) -> None:
         await self.store.release_leases()
+        if self.normaliser_process is not None:
+            self._tasks["normaliser"] = self.normaliser_process.start()
+        else:
+            self._tasks["normaliser"] = asyncio.create_task(
+                run_forever(
+                    "normaliser", self.normaliser.run_once, self.normaliser_wakeup, POLL_INTERVAL_S
+                )
+            )
+        self._tasks["inbox"] = asyncio.create_task(
+            run_forever("inbox", self.callbacks.tidy, Wakeup(), TIDY_INTERVAL_S)
+        )
         self._tasks["dispatch"] = asyncio.create_task(
             run_forever(
                 "dispatch",
@@ -124,9 +174,15 @@ class Gateway:
 
     def stopped_workers(self) -> list[str]:
         """Names of workers that should run but do not (crashed)."""
-        return [name for name, task in self._tasks.items() if task.done()]
+        stopped = [name for name, task in self._tasks.items() if task.done()]
+        process = self.normaliser_process
+        if process is not None and "normaliser" in self._tasks and not process.running:
+            stopped.append("normaliser process")
+        return stopped
 
     async def close(self) -> None:
+        if self.normaliser_process is not None:
+            await self.normaliser_process.close()
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -135,4 +191,5 @@ class Gateway:
             await self.simulator.close()
         await self.carrier_http.aclose()
         await self.webhook_http.close()
+        await self.inbox.close()
         await self.store.close()

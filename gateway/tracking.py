@@ -37,24 +37,28 @@ class Tracker:
         return later(self._clock.now(), self._config.dispatch.dlr_deadline_s)
 
     async def accept_callback(self, carrier: str, callback: Callback) -> Outcome:
-        """Store one callback; returns once it is committed (callbacks arriving together share
-        one transaction and one disk sync)."""
+        """Apply one callback now; returns once it is committed. (Carriers' callbacks go through
+        the inbox and the normaliser instead, which call `apply_callback`.)"""
         now = self._now()
 
         async def work(tx: Tx) -> Outcome:
-            if not await tx.remember_callback(carrier, callback.idempotency_key, now):
-                return Outcome.DUPLICATE
-            event = callback.event
-            if isinstance(event, InboundSms):
-                return await inbound.receive(tx, carrier, event, now)
-            if isinstance(event, DeliveryReport):
-                return await self._report(tx, carrier, event, now)
-            return Outcome.IGNORED
+            return await self.apply_callback(tx, carrier, callback, now)
 
         outcome = await self._writes.run(work)
         if outcome is not Outcome.DUPLICATE:
             self._on_commit()
         return outcome
+
+    async def apply_callback(self, tx: Tx, carrier: str, callback: Callback, now: str) -> Outcome:
+        """One callback's changes, in the open transaction; `now` is when it was received."""
+        if not await tx.remember_callback(carrier, callback.idempotency_key, now):
+            return Outcome.DUPLICATE
+        event = callback.event
+        if isinstance(event, InboundSms):
+            return await inbound.receive(tx, carrier, event, now)
+        if isinstance(event, DeliveryReport):
+            return await self._report(tx, carrier, event, now)
+        return Outcome.IGNORED
 
     async def _report(self, tx: Tx, carrier: str, report: DeliveryReport, now: str) -> Outcome:
         ref = await tx.find_target(carrier, report.carrier_message_id)

@@ -78,6 +78,9 @@ def make_config(db_path: Path, public_url: str, **sections: dict[str, Any]) -> C
         "api": {"rate_limit_per_s": 0},  # tests that want limits turn them on
         "webhooks": {"allowed_networks": ["127.0.0.0/8"], "timeout_s": 5, "jitter": 0},
         "carriers": {"sandbox": {"secret": SANDBOX_SECRET, "dlr_delay_s": 0.05}},
+        # The normaliser runs in the test's process, so `client` can drain the inbox after each
+        # callback (tests of the separate process start `gateway serve`).
+        "ingest": {"normaliser_process": False},
     }
     for name, values in sections.items():
         if name == "sandbox":
@@ -108,12 +111,24 @@ class GatewayServer(ServedApp):
         super().__init__(app, sock)
         self.config = config
         self.clock = clock
-        self.client = httpx.AsyncClient(base_url=self.url, timeout=10.0)
+        # A callback's 2xx means it is in the inbox; the client waits until it is normalised
+        # too, so tests see its message as soon as they have their answer.
+        self.client = httpx.AsyncClient(
+            base_url=self.url, timeout=10.0, event_hooks={"response": [self._settle]}
+        )
 
     @property
     def gateway(self) -> Gateway:
         gateway: Gateway = self.app.state.gateway
         return gateway
+
+    async def _settle(self, response: httpx.Response) -> None:
+        if response.request.url.path.startswith("/hooks/") and response.is_success:
+            await self.settled()
+
+    async def settled(self) -> None:
+        """Every callback answered so far is normalised."""
+        await self.gateway.normaliser.drain()
 
     async def stop(self) -> None:
         await self.client.aclose()

@@ -353,6 +353,7 @@ async def test_sandbox_inbound_reaches_a_running_gateway(
     printed = json.loads(out)
     assert printed["status"] == "accepted"
     assert (printed["from"], printed["to"]) == ("+15557770000", tenant.number)
+    await server.settled()  # the CLI's callback came from outside the test client
     listed = await server.client.get("/v1.0/messages", params={"token": tenant.token})
     [message] = listed.json()["result"]
     assert message["direction"] == "inbound"

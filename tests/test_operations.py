@@ -67,7 +67,8 @@ async def test_healthz_is_200(gateway_server: GatewayServer) -> None:
 async def test_readyz_is_200_with_the_database_and_workers_running(
     gateway_server: GatewayServer,
 ) -> None:
-    assert sorted(gateway_server.gateway._tasks) == ["dispatch", "retention", "webhooks"]
+    tasks = ["dispatch", "inbox", "normaliser", "retention", "webhooks"]
+    assert sorted(gateway_server.gateway._tasks) == tasks
     response = await gateway_server.client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "ready"}
@@ -96,8 +97,9 @@ async def test_the_api_is_503_not_500_when_the_database_is_unavailable(
     assert_error(sent, 503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
     metrics = await server.client.get("/metrics")
     assert_error(metrics, 503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
-    # Carrier callbacks skip Starlette's middleware; they get the same envelope (and carriers,
-    # seeing 503, retry later).
+    # Carrier callbacks only need the inbox; when it is gone too they get the same envelope
+    # (they skip Starlette's middleware), and carriers, seeing 503, retry later.
+    await server.gateway.inbox.close()
     callback = await post_inbound(server, tenant.number)
     assert_error(callback, 503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
 

@@ -276,6 +276,7 @@ async def test_cli_injects_inbound_through_the_signed_path(
     stdout, stderr = await process.communicate()
     assert process.returncode == 0, stderr.decode()
     assert b'"status":"accepted"' in stdout
+    await server.settled()  # the CLI's callback came from outside the test client
     [message] = await all_messages(server, tenant.id)
     assert message.text == "from the cli"
 
@@ -376,6 +377,7 @@ async def test_callbacks_are_routed_below_the_root_path(
     async with httpx.AsyncClient(transport=transport, base_url=server.url) as client:
         response = await client.post(path, content=body, headers={SIGNATURE_HEADER: signature})
     assert response.status_code == status, response.text
+    await server.settled()
     assert len(await all_messages(server, tenant.id)) == (1 if status == 200 else 0)
 
 

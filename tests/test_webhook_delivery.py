@@ -51,6 +51,7 @@ async def dispatch_and_settle(server: GatewayServer, message_id: str) -> None:
     assert await server.gateway.dispatcher.run_once() == 1
 
     async def reported() -> bool:
+        await server.settled()  # the sandbox's report came from outside the test client
         return await target_status(server, message_id) == "delivered"
 
     await eventually(reported)

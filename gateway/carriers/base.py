@@ -30,7 +30,7 @@ class Concat(msgspec.Struct, frozen=True):
     part: int  # 1-based
 
 
-class InboundSms(msgspec.Struct, frozen=True):
+class InboundSms(msgspec.Struct, frozen=True, tag=True):
     carrier_message_id: str
     source: str
     destination: str
@@ -39,7 +39,7 @@ class InboundSms(msgspec.Struct, frozen=True):
     concat: Concat | None = None
 
 
-class DeliveryReport(msgspec.Struct, frozen=True):
+class DeliveryReport(msgspec.Struct, frozen=True, tag=True):
     carrier_message_id: str
     status: TargetStatus
     carrier_status: str
@@ -47,7 +47,7 @@ class DeliveryReport(msgspec.Struct, frozen=True):
     parts: int | None = None
 
 
-class Ignored(msgspec.Struct, frozen=True):
+class Ignored(msgspec.Struct, frozen=True, tag=True):
     """An authentic callback that carries nothing to track (e.g. an event type we do not use)."""
 
     reason: str

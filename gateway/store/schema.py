@@ -173,4 +173,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_delivered ON outbox (tm_update) WHERE state = 'delivered';
     CREATE INDEX processed_callbacks_age ON processed_callbacks (tm_create)
     """,
+    # The last callback of the inbox (gateway/store/inbox.py) applied here: moved in the
+    # transaction that applies callbacks, so each is applied once, crash or not.
+    """
+    CREATE TABLE inbox_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        applied_through INTEGER NOT NULL
+    );
+    INSERT INTO inbox_cursor (id, applied_through) VALUES (1, 0)
+    """,
 )

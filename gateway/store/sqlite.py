@@ -532,6 +532,10 @@ class Store:
             )
         return [(row["event_type"], row["state"], row["attempts"]) for row in rows]
 
+    async def inbox_applied_through(self) -> int:
+        async with self.reading() as tx:
+            return await tx.inbox_applied_through()
+
     async def count_backlog(self) -> dict[str, int]:
         async with self.reading() as tx:
             events = await tx.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -24,6 +24,9 @@ from gateway.store.records import (
 )
 
 _encoder = msgspec.json.Encoder()
+
+
+T = TypeVar("T")
 
 
 class Cursor(Protocol):
@@ -389,6 +392,32 @@ class Tx:
             (carrier, key, now),
         )
         return cursor.rowcount == 1
+
+    async def undoable(self, work: Callable[[Tx], Awaitable[T]]) -> T | Exception:
+        """Run `work` in a savepoint. If it raises, its writes alone are undone and the exception
+        is returned, except a StoreError: the database itself failed, so the whole transaction
+        must go."""
+        await self.execute("SAVEPOINT undoable")
+        try:
+            result: T | Exception = await work(self)
+        except StoreError:
+            raise
+        except Exception as exc:
+            await self.execute("ROLLBACK TO undoable")
+            result = exc
+        await self.execute("RELEASE undoable")
+        return result
+
+    async def inbox_applied_through(self) -> int:
+        """The id of the last inbox callback applied here (gateway/store/inbox.py)."""
+        row = await self.one("SELECT applied_through FROM inbox_cursor WHERE id = 1")
+        return int(row["applied_through"]) if row else 0
+
+    async def set_inbox_applied_through(self, inbox_id: int) -> None:
+        await self.execute(
+            "UPDATE inbox_cursor SET applied_through = ? WHERE id = 1 AND applied_through < ?",
+            (inbox_id, inbox_id),
+        )
 
     async def add_pending_report(
         self, carrier: str, carrier_message_id: str, report: PendingReport, now: str

@@ -1,0 +1,321 @@
+"""The callback inbox: a 2xx means the callback is on disk in the inbox; the normaliser applies
+each callback once, in order, across restarts, in this process or in a process of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway import ingest
+from gateway.carriers.base import Callback, InboundSms
+from gateway.carriers.sandbox import SIGNATURE_HEADER, InboundEvent, signed_callback
+from gateway.normaliser import encode_callback
+from gateway.store.inbox import inbox_path
+from tests.conftest import SANDBOX_SECRET, GatewayServer, ServerFactory, eventually, free_socket
+from tests.test_api_messages import assert_error
+from tests.test_crash import cli, write_config
+from tests.test_operations import metric_value
+from tests.test_sandbox_flow import all_messages
+
+SENDER = "+15557770000"
+
+
+def signed_inbound(to: str, event_id: str, text: str = "hi") -> tuple[bytes, dict[str, str]]:
+    event = InboundEvent(id=event_id, from_=SENDER, to=to, text=text)
+    body, signature = signed_callback(SANDBOX_SECRET, event, time.time())
+    return body, {SIGNATURE_HEADER: signature, "content-type": "application/json"}
+
+
+async def post_unsettled(server: GatewayServer, to: str, event_id: str, text: str = "hi") -> int:
+    """Post a callback without waiting for it to be normalised (unlike `server.client`)."""
+    body, headers = signed_inbound(to, event_id, text)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        response = await client.post("/hooks/sandbox", content=body, headers=headers)
+    return response.status_code
+
+
+def inbox_rows(db_path: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(inbox_path(db_path)) as db:
+        return db.execute("SELECT id, carrier FROM inbox ORDER BY id").fetchall()
+
+
+def applied_through(db_path: Path) -> int:
+    with sqlite3.connect(db_path) as db:
+        [(applied,)] = db.execute("SELECT applied_through FROM inbox_cursor").fetchall()
+    return int(applied)
+
+
+def remove_inbox(db_path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{inbox_path(db_path)}{suffix}").unlink(missing_ok=True)
+
+
+def test_the_inbox_lives_beside_the_database() -> None:
+    assert inbox_path("var/gateway.db") == Path("var/gateway.inbox.db")
+    assert inbox_path("/data/gw") == Path("/data/gw.inbox.db")
+
+
+async def test_a_2xx_callback_is_in_the_inbox_then_normalised_once_and_deleted(
+    start_gateway: ServerFactory, tmp_path: Path
+) -> None:
+    server = await start_gateway(run_workers=False)
+    tenant = await server.add_tenant("+15550000001")
+    assert await post_unsettled(server, tenant.number, "in-1", "first") == 200
+    assert await post_unsettled(server, tenant.number, "in-2", "second") == 200
+    db = tmp_path / "gateway.db"
+    assert [carrier for _, carrier in inbox_rows(db)] == ["sandbox", "sandbox"]
+    assert await all_messages(server, tenant.id) == []  # answered, not yet normalised
+    waiting = (await server.client.get("/metrics")).text
+    assert metric_value(waiting, "gateway_backlog", kind="callbacks_waiting") == 2
+
+    await server.settled()
+    messages = await all_messages(server, tenant.id)
+    assert sorted(m.text for m in messages) == ["first", "second"]
+    assert applied_through(db) == inbox_rows(db)[-1][0]
+    await server.settled()  # nothing left: nothing applied twice
+    assert len(await all_messages(server, tenant.id)) == 2
+
+    await server.gateway.callbacks.tidy()
+    assert inbox_rows(db) == []
+    metrics = (await server.client.get("/metrics")).text
+    applied = metric_value(metrics, "gateway_callbacks_total", carrier="sandbox", outcome="applied")
+    assert applied == 2
+    assert metric_value(metrics, "gateway_backlog", kind="callbacks_waiting") == 0
+
+
+async def test_callbacks_left_in_the_inbox_are_applied_after_a_restart_exactly_once(
+    start_gateway: ServerFactory, tmp_path: Path
+) -> None:
+    first = await start_gateway(run_workers=False)
+    tenant = await first.add_tenant("+15550000001")
+    for i in range(5):
+        assert await post_unsettled(first, tenant.number, f"in-{i}", f"text {i}") == 200
+    await first.stop()  # stopped with all five waiting
+
+    second = await start_gateway()  # its workers run: the normaliser applies them
+
+    async def five() -> bool:
+        return len(await all_messages(second, tenant.id)) == 5
+
+    await eventually(five)
+    await second.stop()
+    third = await start_gateway()
+    await asyncio.sleep(0.2)  # its normaliser has looked
+    assert sorted(m.text for m in await all_messages(third, tenant.id)) == [
+        f"text {i}" for i in range(5)
+    ]
+
+
+async def test_callbacks_are_applied_in_the_order_they_were_answered(
+    start_gateway: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest, "TIDY_CHUNK", 7)  # tidied in many small deletes
+    server = await start_gateway(run_workers=False)
+    tenant = await server.add_tenant("+15550000001")
+    for i in range(100):  # more than one normaliser batch
+        assert await post_unsettled(server, tenant.number, f"in-{i}", f"{i:03d}") == 200
+    await server.settled()
+    async with server.gateway.store.reading() as tx:
+        rows = await tx.all("SELECT text FROM messages ORDER BY rowid")
+    assert [row["text"] for row in rows] == [f"{i:03d}" for i in range(100)]
+    await server.gateway.callbacks.tidy()
+    assert inbox_rows(tmp_path / "gateway.db") == []
+
+
+async def test_an_entry_that_cannot_be_applied_is_logged_and_skipped(
+    start_gateway: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_gateway(run_workers=False)
+    tenant = await server.add_tenant("+15550000001")
+    good = Callback("good-1", InboundSms("c1", SENDER, tenant.number, "before"))
+    later = Callback("good-2", InboundSms("c2", SENDER, tenant.number, "after"))
+    now = "2026-11-27T00:00:00.000000Z"
+    await server.gateway.inbox.append([
+        ("sandbox", now, encode_callback(good)),
+        ("sandbox", now, b'{"not": "a callback"}'),  # e.g. written by a newer version
+        ("sandbox", now, encode_callback(later)),
+    ])  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="gateway.normaliser"):
+        await server.settled()
+    assert sorted(m.text for m in await all_messages(server, tenant.id)) == ["after", "before"]
+    assert "could not be applied and was skipped" in caplog.text
+    assert applied_through(tmp_path / "gateway.db") == inbox_rows(tmp_path / "gateway.db")[-1][0]
+    metrics = (await server.client.get("/metrics")).text
+    assert (
+        metric_value(metrics, "gateway_callbacks_total", carrier="sandbox", outcome="failed") == 1
+    )
+
+
+async def test_a_lost_inbox_file_does_not_make_new_callbacks_look_applied(
+    start_gateway: ServerFactory, tmp_path: Path
+) -> None:
+    first = await start_gateway(run_workers=False)
+    tenant = await first.add_tenant("+15550000001")
+    for i in range(3):
+        assert await post_unsettled(first, tenant.number, f"in-{i}") == 200
+    await first.settled()
+    await first.stop()
+    remove_inbox(tmp_path / "gateway.db")
+
+    second = await start_gateway(run_workers=False)
+    assert await post_unsettled(second, tenant.number, "in-after", "after the loss") == 200
+    await second.settled()
+    assert "after the loss" in {m.text for m in await all_messages(second, tenant.id)}
+
+
+async def test_callbacks_are_refused_503_while_too_many_wait(start_gateway: ServerFactory) -> None:
+    server = await start_gateway(run_workers=False, ingest={"max_backlog": 2})
+    tenant = await server.add_tenant("+15550000001")
+    assert await post_unsettled(server, tenant.number, "in-1") == 200
+    assert await post_unsettled(server, tenant.number, "in-2") == 200
+    body, headers = signed_inbound(tenant.number, "in-3")
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        refused = await client.post("/hooks/sandbox", content=body, headers=headers)
+    assert_error(refused, 503, "UNAVAILABLE", "INBOX_FULL")
+    await server.settled()
+    await server.gateway.callbacks.tidy()
+    assert await post_unsettled(server, tenant.number, "in-3") == 200  # the carrier's retry
+
+
+async def test_callbacks_are_taken_while_the_main_database_is_unavailable(
+    start_gateway: ServerFactory, tmp_path: Path
+) -> None:
+    server = await start_gateway(run_workers=False)
+    tenant = await server.add_tenant("+15550000001")
+    await server.gateway.store.close()
+    assert await post_unsettled(server, tenant.number, "in-1", "kept") == 200
+    assert len(inbox_rows(tmp_path / "gateway.db")) == 1
+    await server.stop()
+    restarted = await start_gateway()
+
+    async def applied() -> bool:
+        return [m.text for m in await all_messages(restarted, tenant.id)] == ["kept"]
+
+    await eventually(applied)
+
+
+# The normaliser's own process, as `gateway serve` runs it --------------------------------------
+
+
+@asynccontextmanager
+async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await eventually(lambda: ready(port), timeout_s=20)
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+
+
+async def ready(port: int) -> bool:
+    try:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/readyz")
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200
+
+
+def normaliser_pids(server_pid: int) -> list[int]:
+    """The server's children running the normaliser (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == server_pid and b"gateway.normaliser_process" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+async def test_serve_normalises_in_a_second_process_and_restarts_it(tmp_path: Path) -> None:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    config = write_config(tmp_path, port, retry_s=0.3)
+    customer = await cli(config, "customers", "create", "--name", "c")
+    customer_id = customer.split('"id":"')[1].split('"')[0]
+    await cli(config, "numbers", "add", "--customer", customer_id, "--number", "+15550000001",
+              "--carrier", "sandbox")  # fmt: skip
+    db = tmp_path / "crash.db"
+    base = f"http://127.0.0.1:{port}"
+
+    async def post(event_id: str, text: str) -> int:
+        body, headers = signed_inbound("+15550000001", event_id, text)
+        async with httpx.AsyncClient(base_url=base) as client:
+            return (await client.post("/hooks/sandbox", content=body, headers=headers)).status_code
+
+    def texts() -> list[str]:
+        with sqlite3.connect(db) as conn:
+            return sorted(row[0] for row in conn.execute("SELECT text FROM messages"))
+
+    async with serving(config, port) as process:
+        [child] = normaliser_pids(process.pid)
+        assert child != process.pid
+        assert await post("in-1", "one") == 200
+
+        async def one() -> bool:
+            return texts() == ["one"]
+
+        await eventually(one)
+        async with httpx.AsyncClient(base_url=base) as client:
+            metrics = (await client.get("/metrics")).text
+        applied = metric_value(
+            metrics, "gateway_callbacks_total", carrier="sandbox", outcome="applied"
+        )
+        assert applied == 1  # reported by the child, counted by the server
+
+        os.kill(child, signal.SIGKILL)  # the normaliser dies: callbacks are still taken
+        async with httpx.AsyncClient(base_url=base) as client:
+
+            async def not_ready() -> bool:
+                return (await client.get("/readyz")).status_code == 503
+
+            await eventually(not_ready)
+        assert await post("in-2", "two") == 200
+        await eventually(lambda: ready(port))  # restarted
+
+        async def two() -> bool:
+            return texts() == ["one", "two"]
+
+        await eventually(two)
+        [restarted] = normaliser_pids(process.pid)
+        assert restarted != child
+
+        process.send_signal(signal.SIGKILL)  # the server dies: its normaliser goes with it
+        await process.wait()
+
+        async def gone() -> bool:
+            return _state(restarted) in (b"Z", b"X")
+
+        await eventually(gone)
+
+
+def _state(pid: int) -> bytes:
+    """The process's state letter; X (dead) once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b"X"
