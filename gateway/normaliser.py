@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # Callbacks per transaction: enough to share one disk sync widely, few enough that the main
 # database's write lock is held only a few milliseconds (the API and workers write there too).
-BATCH = 64
+BATCH = 32
 # A safety net: committing callbacks wakes the normaliser at once.
 POLL_INTERVAL_S = 1.0
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -82,37 +84,74 @@ def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a unit of work awaited something other than the database")
 
 
-def _rollback_in_thread(raw: sqlite3.Connection) -> None:
+class WriterLock:
+    """Writers to one database file take turns in the order they asked, across processes (the
+    server, its normaliser, the CLI). SQLite's own busy handler retries with growing sleeps, so
+    a process committing back to back (the normaliser, under load) kept a waiting one out for
+    seconds. A flock wakes the waiter as soon as the holder lets go. It is taken and let go
+    only in the connection's database thread, and a dead holder's lock goes with its process."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._held = False
+
+    def acquire(self) -> None:
+        if not self._held:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._held = False
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _rollback_in_thread(raw: sqlite3.Connection, writer: WriterLock) -> None:
     # SQLite may already have rolled back by itself (disk full, I/O error).
     with contextlib.suppress(sqlite3.Error):
         if raw.in_transaction:
             raw.execute("ROLLBACK")
+    writer.release()
 
 
-def _atomic_in_thread(raw: sqlite3.Connection, work: Unit[T]) -> T:
-    """BEGIN IMMEDIATE, the whole unit, COMMIT - inside the database thread."""
+def _begin_in_thread(raw: sqlite3.Connection, writer: WriterLock) -> None:
     # Under the store's lock an open transaction can only be one a cancelled caller left behind
     # (its BEGIN ran after it gave up the lock): nothing of it was committed, so undo it.
-    _rollback_in_thread(raw)
+    _rollback_in_thread(raw, writer)
+    writer.acquire()
     try:
         raw.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
+        writer.release()
         raise StoreError(f"database unavailable: {exc}") from exc
-    try:
-        result = _drive(work(Tx(InThread(raw))))
-    except BaseException:
-        _rollback_in_thread(raw)
-        raise
+
+
+def _commit_in_thread(raw: sqlite3.Connection, writer: WriterLock) -> None:
     try:
         raw.execute("COMMIT")
     except sqlite3.Error as exc:
-        _rollback_in_thread(raw)
+        _rollback_in_thread(raw, writer)
         raise StoreError(f"commit failed: {exc}") from exc
+    writer.release()
+
+
+def _atomic_in_thread(raw: sqlite3.Connection, work: Unit[T], writer: WriterLock) -> T:
+    """BEGIN IMMEDIATE, the whole unit, COMMIT - inside the database thread."""
+    _begin_in_thread(raw, writer)
+    try:
+        result = _drive(work(Tx(InThread(raw))))
+    except BaseException:
+        _rollback_in_thread(raw, writer)
+        raise
+    _commit_in_thread(raw, writer)
     return result
 
 
 def _batch_in_thread(
-    raw: sqlite3.Connection, works: list[Unit[T]], expect_failures: bool
+    raw: sqlite3.Connection, works: list[Unit[T]], expect_failures: bool, writer: WriterLock
 ) -> list[T | Exception]:
     """Every unit in one transaction; a unit that raises is undone alone and its exception
     returned in its place. Savepoints cost two statements a unit, so where units rarely fail
@@ -135,7 +174,7 @@ def _batch_in_thread(
                     raw.execute("RELEASE unit")
             return results
 
-        return _atomic_in_thread(raw, body)
+        return _atomic_in_thread(raw, body, writer)
 
     if expect_failures:
         return run(savepoints=True)
@@ -152,8 +191,9 @@ def _read_in_thread(raw: sqlite3.Connection, work: Unit[T]) -> T:
 class Store:
     """The SQLite store. Open with `Store.open(path)`; close with `close()`."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, writer: WriterLock) -> None:
         self._conn = conn
+        self._writer = writer
         # One connection serves the whole process: the lock keeps transactions from interleaving.
         self._lock = asyncio.Lock()
 
@@ -171,12 +211,22 @@ class Store:
             await conn.execute("PRAGMA foreign_keys=ON")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open database {db_path}: {exc}") from exc
-        store = cls(conn)
-        await store._migrate()
+        try:
+            writer = WriterLock(db_path.with_name(db_path.name + ".lock"))
+        except OSError as exc:
+            await conn.close()
+            raise StoreError(f"cannot open database {db_path}: {exc}") from exc
+        store = cls(conn, writer)
+        try:
+            await store._migrate()
+        except BaseException:
+            await store.close()
+            raise
         return store
 
     async def close(self) -> None:
         await self._conn.close()
+        self._writer.close()
 
     async def _migrate(self) -> None:
         async with self.transaction() as tx:
@@ -194,7 +244,9 @@ class Store:
     async def transaction(self) -> AsyncIterator[Tx]:
         """BEGIN IMMEDIATE ... COMMIT; rolls back when the body raises."""
         async with self._lock:
-            begin = asyncio.ensure_future(self._conn.execute("BEGIN IMMEDIATE"))
+            begin = asyncio.ensure_future(
+                self._in_thread(partial(_begin_in_thread, writer=self._writer))
+            )
             try:
                 await asyncio.shield(begin)
             except asyncio.CancelledError:
@@ -204,24 +256,16 @@ class Store:
                     await begin
                 await self._rollback()
                 raise
-            except (sqlite3.Error, ValueError) as exc:
-                raise StoreError(f"database unavailable: {exc}") from exc
             try:
                 yield Tx(self._conn)
             except BaseException:
                 await self._rollback()
                 raise
-            try:
-                await self._conn.execute("COMMIT")
-            except (sqlite3.Error, ValueError) as exc:
-                await self._rollback()
-                raise StoreError(f"commit failed: {exc}") from exc
+            await self._in_thread(partial(_commit_in_thread, writer=self._writer))
 
     async def _rollback(self) -> None:
-        # SQLite may already have rolled back by itself (disk full, I/O error).
-        with contextlib.suppress(sqlite3.Error, ValueError):
-            if self._conn.in_transaction:
-                await self._conn.execute("ROLLBACK")
+        with contextlib.suppress(StoreError):
+            await self._in_thread(partial(_rollback_in_thread, writer=self._writer))
 
     async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in aiosqlite's database thread, in one hop, after whatever is queued there.
@@ -238,7 +282,7 @@ class Store:
         """One unit of work in one transaction, run whole in the database thread: one hop
         instead of one per statement. `work` may await only its Tx."""
         async with self._lock:
-            return await self._in_thread(partial(_atomic_in_thread, work=work))
+            return await self._in_thread(partial(_atomic_in_thread, work=work, writer=self._writer))
 
     async def read(self, work: Unit[T]) -> T:
         """Reads in one hop, under the lock (never seeing another unit's uncommitted writes)."""
@@ -251,7 +295,9 @@ class Store:
         """Run many units of work in one transaction (one disk sync for all), in one hop; a unit
         that fails is undone alone and its exception returned in its place. `expect_failures`:
         units often refuse (API requests), so each gets its savepoint from the start."""
-        batch = partial(_batch_in_thread, works=works, expect_failures=expect_failures)
+        batch = partial(
+            _batch_in_thread, works=works, expect_failures=expect_failures, writer=self._writer
+        )
         async with self._lock:
             return await self._in_thread(batch)
 
