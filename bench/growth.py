@@ -12,7 +12,8 @@ with one target, its carrier reference, its callback's idempotency key and its d
    page_size=100), the next page (the first's next_page_token) and a page from the middle;
 3. memory: every webhook event put back to pending and due, every endpoint a port that refuses
    connections; `gateway serve` started on each file in turn and left to its workers for
-   RSS_WAIT_S; then VmRSS and VmHWM of its process (/proc/<pid>/status).
+   RSS_WAIT_S; then VmRSS and VmHWM of its process and of its child, the normaliser
+   (/proc/<pid>/status), added together.
 Prints each figure at both sizes and the ratio. Run: `make bench` (or `.venv/bin/python
 bench/growth.py [--messages N]`; N defaults to 10^6, the small size stays 10^3).
 """
@@ -193,15 +194,34 @@ def measure_lists(sizes: list[Size]) -> None:
 
 
 def status_mb(pid: int) -> dict[str, float]:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    fields = dict(line.split(":", 1) for line in lines)
-    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM")}
+    """VmRSS and VmHWM of the process and its children (`gateway serve` runs the normaliser in
+    one), added together."""
+    totals = dict.fromkeys(("VmRSS", "VmHWM"), 0.0)
+    for one in (pid, *children(pid)):
+        lines = Path(f"/proc/{one}/status").read_text().splitlines()
+        fields = dict(line.split(":", 1) for line in lines)
+        for name in totals:
+            totals[name] += int(fields[name].split()[0]) / 1024
+    return totals
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def measure_memory(size: Size) -> None:
     make_pending(size.database, format_time(SystemClock().now()))
     [(before,)] = query(size.database, "SELECT count(*) FROM webhook_attempts")
     with size.serve("rss.log") as process:
+        time.sleep(0.5)  # the normaliser's process is started with the workers
         size.rss_mb["at start"] = status_mb(process.pid)["VmRSS"]
         time.sleep(RSS_WAIT_S)
         now = status_mb(process.pid)

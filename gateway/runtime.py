@@ -15,6 +15,7 @@ from gateway.auth import Authenticator
 from gateway.carriers.base import Carrier, CarrierContext
 from gateway.carriers.registry import build_carriers
 from gateway.carriers.sandbox import SandboxSimulator
+from gateway.changes import Outcome
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.dispatch import Dispatcher
@@ -136,7 +137,7 @@ class Gateway:
     def _count_outcomes(self, outcomes: Outcomes) -> None:
         for (carrier, outcome), count in outcomes.items():
             self.metrics.count_callback(carrier, outcome, count)
-            if outcome != "duplicate":
+            if outcome == Outcome.APPLIED:  # the one outcome that queues webhook events now
                 self.webhook_wakeup.notify()
 
     def _on_report(self, report: Report) -> None:
