@@ -92,38 +92,42 @@ class NormaliserProcess:
                 await self._task
 
     async def _supervise(self) -> None:
+        config = msgspec.json.encode(self._config, enc_hook=_plain_secret)
         while not self._closing:
-            code = await self._run_child()
+            try:
+                outcome = f"exited ({await self._run_child(config)})"
+            except Exception as exc:  # e.g. it could not be started: try again all the same
+                outcome = f"failed: {type(exc).__name__}: {exc}"
             if self._closing:
                 return
-            log.error("normaliser process exited (%s); restarting in %g s", code, RESTART_DELAY_S)
+            log.error("normaliser process %s; restarting in %g s", outcome, RESTART_DELAY_S)
             await asyncio.sleep(RESTART_DELAY_S)
 
-    async def _run_child(self) -> int:
+    async def _run_child(self, config: bytes) -> int:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway.normaliser_process", str(theirs.fileno()),
-                stdin=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(),),
-            )  # fmt: skip
+            try:
+                process = self._process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "gateway.normaliser_process", str(theirs.fileno()),
+                    stdin=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(),),
+                )  # fmt: skip
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            self._sock = ours
+            loop.add_reader(ours.fileno(), self._read_reports, ours)
+            try:
+                await _send_config(process, config)
+                self.notify()  # callbacks may have waited while no child ran
+                return await process.wait()
+            finally:
+                loop.remove_reader(ours.fileno())
+                self._sock = None
+                if process.returncode is None:  # we gave up on it: it must not run on alone
+                    process.kill()
+                    await process.wait()
         finally:
-            theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        loop.add_reader(ours.fileno(), self._read_reports, ours)
-        try:
-            stdin = self._process.stdin
-            assert stdin is not None
-            stdin.write(msgspec.json.encode(self._config))
-            with contextlib.suppress(ConnectionError):
-                await stdin.drain()
-            stdin.close()
-            self.notify()  # callbacks may have waited while no child ran
-            return await self._process.wait()
-        finally:
-            loop.remove_reader(ours.fileno())
-            self._sock = None
             ours.close()
 
     def _read_reports(self, sock: socket.socket) -> None:
@@ -141,6 +145,22 @@ class NormaliserProcess:
                 self._on_report(_report_decoder.decode(data))
             except msgspec.DecodeError:
                 log.error("normaliser process sent an unreadable report")
+
+
+async def _send_config(process: asyncio.subprocess.Process, config: bytes) -> None:
+    stdin = process.stdin
+    assert stdin is not None
+    stdin.write(config)
+    with contextlib.suppress(ConnectionError):  # it died at once: its exit code tells
+        await stdin.drain()
+    stdin.close()
+
+
+def _plain_secret(value: object) -> object:
+    """Secrets ("env:NAME" values) go to the child as plain strings, over its stdin."""
+    if isinstance(value, str):
+        return str(value)
+    raise NotImplementedError(f"cannot send {type(value).__name__} to the normaliser")
 
 
 # The child's side ----------------------------------------------------------------------------

@@ -250,11 +250,18 @@ def normaliser_pids(server_pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-async def test_serve_normalises_in_a_second_process_and_restarts_it(tmp_path: Path) -> None:
+async def test_serve_normalises_in_a_second_process_and_restarts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
     config = write_config(tmp_path, port, retry_s=0.3)
+    # The sandbox secret comes from the environment, as in production: the child gets it too.
+    text = config.read_text().replace(f'secret = "{SANDBOX_SECRET}"', 'secret = "env:SBX_SECRET"')
+    assert "env:SBX_SECRET" in text
+    config.write_text(text)
+    monkeypatch.setenv("SBX_SECRET", SANDBOX_SECRET)
     customer = await cli(config, "customers", "create", "--name", "c")
     customer_id = customer.split('"id":"')[1].split('"')[0]
     await cli(config, "numbers", "add", "--customer", customer_id, "--number", "+15550000001",
