@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Self
 
 import aiohttp
@@ -182,15 +183,21 @@ class Gateway:
         return stopped
 
     async def close(self) -> None:
+        """Stop everything. A step that fails is logged and the rest still run: a database
+        connection left open keeps a thread that would stop the process from exiting."""
+        steps: list[Callable[[], Awaitable[object]]] = [self._stop_workers, self.deliverer.close]
+        if self.simulator is not None:
+            steps.append(self.simulator.close)
+        steps += [self.carrier_http.aclose, self.webhook_http.close, self.inbox.close]
+        for step in [*steps, self.store.close]:
+            try:
+                await step()
+            except Exception:
+                log.exception("shutdown: %s failed", getattr(step, "__qualname__", step))
+
+    async def _stop_workers(self) -> None:
         if self.normaliser_process is not None:
             await self.normaliser_process.close()
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        await self.deliverer.close()
-        if self.simulator is not None:
-            await self.simulator.close()
-        await self.carrier_http.aclose()
-        await self.webhook_http.close()
-        await self.inbox.close()
-        await self.store.close()

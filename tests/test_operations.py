@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import ROUTES
 from gateway.carriers.sandbox import SIGNATURE_HEADER, InboundEvent, signed_callback
+from gateway.errors import StoreError
 from tests.conftest import SANDBOX_SECRET, GatewayServer, ServerFactory
 from tests.test_api_messages import assert_error
 
@@ -295,3 +296,22 @@ async def test_every_error_carries_its_request_id_in_a_header(
         seen.add(request_id)
     assert len(seen) == len(responses)
     assert [r.status_code for r in responses] == [401, 400, 404, 404, 405, 404, 403, 413, 503]
+
+
+async def test_shutdown_closes_the_database_even_when_a_step_before_it_fails(
+    start_gateway: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await start_gateway()
+
+    async def broken() -> None:
+        raise RuntimeError("could not stop")
+
+    monkeypatch.setattr(server.gateway.deliverer, "close", broken)
+    with caplog.at_level(logging.ERROR, logger="gateway.runtime"):
+        await server.stop()
+    assert "shutdown" in caplog.text and "could not stop" in caplog.text
+    # Closed all the same: an open connection's thread would keep the process from exiting.
+    with pytest.raises(StoreError):
+        await server.gateway.store.ping()
