@@ -74,10 +74,15 @@ _PAGE_SIZE = _param(
 
 _CARRIER = _param("carrier", "path", "the carrier's name, e.g. sandbox", {"type": "string"})
 _HOOK_RESPONSES = {
-    "200": {"description": "Stored (or a recognised duplicate)"},
+    "200": {"description": "Stored in the inbox; normalised into messages right after"},
     "403": _json("ErrorEnvelope", "PERMISSION_DENIED: INVALID_SIGNATURE"),
     "404": _json("ErrorEnvelope", "NOT_FOUND: CARRIER_NOT_FOUND"),
-    **_errors("400", "413", "503"),
+    **_errors("400", "413"),
+    "503": _json(
+        "ErrorEnvelope",
+        "UNAVAILABLE: DATABASE_UNAVAILABLE, or INBOX_FULL when too many callbacks wait "
+        "([ingest] max_backlog); carriers retry",
+    ),
 }
 
 _PATHS: dict[str, Any] = {
