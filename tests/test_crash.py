@@ -46,22 +46,22 @@ async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.P
         sys.executable, "-m", "gateway", "serve", "--config", str(config),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-
-    async def ready() -> bool:
-        try:
-            async with httpx.AsyncClient() as client:
-                response = await client.get(f"http://127.0.0.1:{port}/readyz")
-        except httpx.TransportError:
-            return False
-        return response.status_code == 200
-
     try:
-        await eventually(ready, timeout_s=20)
+        await eventually(lambda: ready(port), timeout_s=20)
         yield process
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def ready(port: int) -> bool:
+    try:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/readyz")
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200
 
 
 async def test_events_pending_at_sigkill_are_delivered_after_restart(

@@ -8,10 +8,7 @@ import logging
 import os
 import signal
 import sqlite3
-import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -24,7 +21,7 @@ from gateway.normaliser import encode_callback
 from gateway.store.inbox import inbox_path
 from tests.conftest import SANDBOX_SECRET, GatewayServer, ServerFactory, eventually, free_socket
 from tests.test_api_messages import assert_error
-from tests.test_crash import cli, write_config
+from tests.test_crash import cli, ready, serving, write_config
 from tests.test_operations import metric_value
 from tests.test_sandbox_flow import all_messages
 
@@ -206,30 +203,6 @@ async def test_callbacks_are_taken_while_the_main_database_is_unavailable(
 
 
 # The normaliser's own process, as `gateway serve` runs it --------------------------------------
-
-
-@asynccontextmanager
-async def serving(config: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        await eventually(lambda: ready(port), timeout_s=20)
-        yield process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await process.wait()
-
-
-async def ready(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://127.0.0.1:{port}/readyz")
-    except httpx.TransportError:
-        return False
-    return response.status_code == 200
 
 
 def normaliser_pids(server_pid: int) -> list[int]:

@@ -20,6 +20,7 @@ import aiosqlite
 import msgspec
 
 from gateway.errors import StoreError
+from gateway.store.sqlite import connect
 
 # AUTOINCREMENT: ids never come back after a delete, so one applied id marks everything before.
 _SCHEMA = (
@@ -85,15 +86,11 @@ class Inbox:
     @classmethod
     async def open(cls, path: str | Path) -> Inbox:
         file = Path(path)
+        conn = await connect(file, "callback inbox")  # FULL sync: on disk before the 2xx
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(file, isolation_level=None)
-            await conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a callback is on disk before the carrier is answered 2xx.
-            await conn.execute("PRAGMA synchronous=FULL")
-            await conn.execute("PRAGMA busy_timeout=5000")
             await conn.execute(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
+            await conn.close()
             raise StoreError(f"cannot open callback inbox {file}: {exc}") from exc
         return cls(conn)
 

@@ -84,6 +84,24 @@ def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a unit of work awaited something other than the database")
 
 
+async def connect(path: Path, what: str) -> aiosqlite.Connection:
+    """A connection as every gateway file uses it: WAL, and FULL sync, so a commit is on disk
+    before anyone is answered, even across power loss."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"cannot open {what} {path}: {exc}") from exc
+    try:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.Error as exc:
+        await conn.close()
+        raise StoreError(f"cannot open {what} {path}: {exc}") from exc
+    return conn
+
+
 class WriterLock:
     """Writers to one database file take turns in the order they asked, across processes (the
     server, its normaliser, the CLI). SQLite's own busy handler retries with growing sleeps, so
@@ -200,16 +218,12 @@ class Store:
     @classmethod
     async def open(cls, path: str | Path) -> Store:
         db_path = Path(path)
+        conn = await connect(db_path, "database")
         try:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(db_path, isolation_level=None)
             conn.row_factory = sqlite3.Row
-            await conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk before the gateway answers 2xx, even across power loss.
-            await conn.execute("PRAGMA synchronous=FULL")
-            await conn.execute("PRAGMA busy_timeout=5000")
             await conn.execute("PRAGMA foreign_keys=ON")
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
+            await conn.close()
             raise StoreError(f"cannot open database {db_path}: {exc}") from exc
         try:
             writer = WriterLock(db_path.with_name(db_path.name + ".lock"))
