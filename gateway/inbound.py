@@ -12,14 +12,17 @@ from gateway.models import Address, Direction, EventType, Message, Target, Targe
 from gateway.store import InboundPart, TargetRef, Tx
 
 
-async def receive(tx: Tx, carrier: str, sms: InboundSms, now: str) -> Outcome:
-    """Store one inbound SMS (or one part of it) in the open transaction."""
+async def receive(
+    tx: Tx, carrier: str, sms: InboundSms, now: str, waiting_since: str | None = None
+) -> Outcome:
+    """Store one inbound SMS (or one part of it) in the open transaction. A part waits for the
+    rest from `waiting_since` (default `now`)."""
     concat = sms.concat
     if concat is None or concat.total <= 1:
         return await _create(tx, carrier, sms, now)
     part = InboundPart(
         carrier, sms.source, sms.destination, concat.ref, concat.part, concat.total, sms.text,
-        sms.carrier_message_id, now,
+        sms.carrier_message_id, waiting_since or now,
     )  # fmt: skip
     if await tx.add_inbound_part(part) < concat.total:
         return Outcome.BUFFERED

@@ -14,6 +14,7 @@ import msgspec
 
 from gateway.carriers.base import Callback
 from gateway.changes import Outcome
+from gateway.clock import Clock, format_time
 from gateway.store import Store, Tx
 from gateway.store.inbox import Inbox, InboxEntry
 from gateway.tracking import Tracker
@@ -44,8 +45,10 @@ class Normaliser:
         store: Store,
         inbox: Inbox,
         tracker: Tracker,
+        clock: Clock,
         report: Callable[[Outcomes], None],
     ) -> None:
+        self._clock = clock
         self._store = store
         self._inbox = inbox
         self._tracker = tracker
@@ -72,22 +75,31 @@ class Normaliser:
 
     async def _apply(self, tx: Tx, applied_through: int, entries: list[InboxEntry]) -> Outcomes:
         outcomes: Outcomes = Counter()
+        applied_at = format_time(self._clock.now())
         if await tx.inbox_applied_through() != applied_through:
             return outcomes  # another normaliser (a previous process, exiting) applied them
         for entry in entries:
-            result = await tx.undoable(partial(self._apply_one, entry=entry))
+            apply = partial(self._apply_one, entry=entry, applied_at=applied_at)
+            result = await tx.undoable(apply)
             if isinstance(result, Exception):
-                # Not the database's fault (that raises and the batch is retried): a bug, or an
-                # entry this version cannot read. Skipped, so the callbacks behind it go on.
+                # Not the database failing (that raises, and the batch is tried again): a bug,
+                # data the database refuses, or an entry this version cannot read. Kept in
+                # failed_callbacks, so the callbacks behind it go on and it is not lost.
+                error = f"{type(result).__name__}: {result}"
                 log.error(
-                    "callback %d from %s could not be applied and was skipped: %s: %s",
-                    entry.id, entry.carrier, type(result).__name__, result,
+                    "callback %d from %s could not be applied; kept in failed_callbacks: %s",
+                    entry.id, entry.carrier, error,
                 )  # fmt: skip
+                await tx.keep_failed_callback(
+                    entry.id, entry.carrier, entry.received_at, entry.callback, error
+                )
                 result = Outcome.FAILED
             outcomes[(entry.carrier, result.value)] += 1
         await tx.set_inbox_applied_through(entries[-1].id)
         return outcomes
 
-    async def _apply_one(self, tx: Tx, entry: InboxEntry) -> Outcome:
+    async def _apply_one(self, tx: Tx, entry: InboxEntry, applied_at: str) -> Outcome:
         callback = _decoder.decode(entry.callback)
-        return await self._tracker.apply_callback(tx, entry.carrier, callback, entry.received_at)
+        return await self._tracker.apply_callback(
+            tx, entry.carrier, callback, entry.received_at, applied_at
+        )

@@ -3,9 +3,9 @@ second core while the server's process only verifies, commits and answers.
 
 The server starts it (`NormaliserProcess`), restarts it if it dies, and talks to it over a
 socket pair: the server sends a byte whenever callbacks are committed to the inbox; the child
-sends back a `Report` after each batch it applies (the outcomes, for the metrics; any change
-wakes the server's webhook worker). The child exits when the socket closes, so it never
-outlives the server. It gets the config on stdin, so secrets are in neither argv nor environ.
+sends back a `Report` after each batch it applies (the outcomes, for the metrics; applied ones
+wake the server's webhook worker). The child exits when the socket closes, so it never
+outlives the server. It gets the config, secrets included, on stdin rather than in argv.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from gateway.workers import Wakeup, run_forever
 log = logging.getLogger(__name__)
 
 # Under load the server's process comes first: carriers wait on it, while the normaliser only
-# falls behind (durably) for a while. The kernel gives a nice-5 process about a third of the
-# share of a nice-0 one when both want the same core.
+# falls behind (durably) for a while. When both want the same core, the kernel gives a nice-19
+# process about 1.5 % of a nice-0 one's share; with a core to itself it runs at full speed.
 NICENESS = 19
 RESTART_DELAY_S = 1.0
 STOP_TIMEOUT_S = 10.0
@@ -77,13 +77,19 @@ class NormaliserProcess:
                 self._sock.send(_WAKE)
 
     async def close(self) -> None:
+        """Stop the child: it finishes its batch and exits when our end of the socket closes
+        (it ignores SIGTERM and SIGINT, which a service manager or Ctrl-C sends the whole
+        group, so it never stops before the server asks)."""
         self._closing = True
         process = self._process
         if process is not None and process.returncode is None:
-            process.terminate()
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
             try:
                 await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
             except TimeoutError:
+                log.error("normaliser process did not stop in %g s; killed", STOP_TIMEOUT_S)
                 process.kill()
                 await process.wait()
         if self._task is not None:
@@ -168,42 +174,65 @@ def _plain_secret(value: object) -> object:
 
 def main() -> None:
     logs.configure()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops us
+    # The server stops us by closing its end of the socket, after its own shutdown; signals
+    # sent to the whole group (Ctrl-C, a service manager's SIGTERM) are for it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     sock = socket.socket(fileno=int(sys.argv[1]))
-    config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
-    uvloop.run(_serve(config, sock))
+    try:
+        config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
+        uvloop.run(_serve(config, sock))
+    except Exception:
+        log.exception("normaliser process failed")
+        # A database connection's thread left open must not keep this process alive.
+        os._exit(1)
 
 
 async def _serve(config: Config, sock: socket.socket) -> None:
+    store = await Store.open(config.database.path)
+    try:
+        inbox = await Inbox.open(inbox_path(config.database.path))
+        try:
+            await _normalise_until_told(config, store, inbox, sock)
+        finally:
+            await inbox.close()
+    finally:
+        await store.close()
+
+
+async def _normalise_until_told(
+    config: Config, store: Store, inbox: Inbox, sock: socket.socket
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    store = await Store.open(config.database.path)
-    inbox = await Inbox.open(inbox_path(config.database.path))
-    try:
-        sock.setblocking(False)
+    sock.setblocking(False)
+    unsent: Outcomes = Outcomes()
 
-        def report(outcomes: Outcomes) -> None:
-            counts = [(carrier, outcome, n) for (carrier, outcome), n in outcomes.items()]
-            with contextlib.suppress(OSError):  # the server has gone: we stop next
-                sock.send(_report_encoder.encode(Report(counts)))
+    def report(outcomes: Outcomes) -> None:
+        unsent.update(outcomes)
+        counts = [(carrier, outcome, n) for (carrier, outcome), n in unsent.items()]
+        try:
+            sock.send(_report_encoder.encode(Report(counts)))
+        except BlockingIOError:
+            return  # the server is slow to read: these go with the next report
+        except OSError:
+            pass  # the server has gone: we stop next
+        unsent.clear()
 
-        tracker = Tracker(store, SystemClock(), config, on_commit=lambda: None)
-        normaliser = Normaliser(store, inbox, tracker, report)
-        wakeup = Wakeup()
-        loop.add_reader(sock.fileno(), _read_wakes, sock, wakeup, stop)
-        worker = asyncio.create_task(
-            run_forever("normaliser", normaliser.run_once, wakeup, POLL_INTERVAL_S)
-        )
-        await stop.wait()
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
-    finally:
-        await inbox.close()
-        await store.close()
+    clock = SystemClock()
+    tracker = Tracker(store, clock, config, on_commit=lambda: None)
+    normaliser = Normaliser(store, inbox, tracker, clock, report)
+    wakeup = Wakeup()
+    loop.add_reader(sock.fileno(), _read_wakes, sock, wakeup, stop)
+    worker = asyncio.create_task(
+        run_forever("normaliser", normaliser.run_once, wakeup, POLL_INTERVAL_S)
+    )
+    await stop.wait()
+    worker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
 
 
 def _read_wakes(sock: socket.socket, wakeup: Wakeup, stop: asyncio.Event) -> None:

@@ -76,7 +76,7 @@ class Gateway:
         # a process of its own or (normaliser_process = false) as a task of this one. This
         # process's Normaliser also serves `drain` (tests) in the second case.
         self.normaliser_wakeup = Wakeup()
-        self.normaliser = Normaliser(store, inbox, self.tracker, self._count_outcomes)
+        self.normaliser = Normaliser(store, inbox, self.tracker, clock, self._count_outcomes)
         self.normaliser_process: NormaliserProcess | None = None
         if config.ingest.normaliser_process:
             self.normaliser_process = NormaliserProcess(config, self._on_report)

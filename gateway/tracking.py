@@ -42,20 +42,25 @@ class Tracker:
         now = self._now()
 
         async def work(tx: Tx) -> Outcome:
-            return await self.apply_callback(tx, carrier, callback, now)
+            return await self.apply_callback(tx, carrier, callback, now, now)
 
         outcome = await self._writes.run(work)
         if outcome is not Outcome.DUPLICATE:
             self._on_commit()
         return outcome
 
-    async def apply_callback(self, tx: Tx, carrier: str, callback: Callback, now: str) -> Outcome:
-        """One callback's changes, in the open transaction; `now` is when it was received."""
+    async def apply_callback(
+        self, tx: Tx, carrier: str, callback: Callback, received_at: str, applied_at: str
+    ) -> Outcome:
+        """One callback's changes, in the open transaction. Its times are when it was received;
+        a part of a concatenated SMS waits for the rest from when it is applied, so a
+        normaliser that fell behind does not send parts out alone."""
+        now = received_at
         if not await tx.remember_callback(carrier, callback.idempotency_key, now):
             return Outcome.DUPLICATE
         event = callback.event
         if isinstance(event, InboundSms):
-            return await inbound.receive(tx, carrier, event, now)
+            return await inbound.receive(tx, carrier, event, now, waiting_since=applied_at)
         if isinstance(event, DeliveryReport):
             return await self._report(tx, carrier, event, now)
         return Outcome.IGNORED

@@ -7,17 +7,27 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sqlite3
+import sys
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
-from gateway import ingest
-from gateway.carriers.base import Callback, InboundSms
+from gateway import ingest, normaliser_process
+from gateway.carriers.base import Callback, Concat, InboundSms
 from gateway.carriers.sandbox import SIGNATURE_HEADER, InboundEvent, signed_callback
+from gateway.clock import format_time
+from gateway.config import Config, DatabaseConfig
+from gateway.models import Customer
 from gateway.normaliser import encode_callback
+from gateway.store import Store
 from gateway.store.inbox import inbox_path
 from tests.conftest import SANDBOX_SECRET, GatewayServer, ServerFactory, eventually, free_socket
 from tests.test_api_messages import assert_error
@@ -51,6 +61,10 @@ def applied_through(db_path: Path) -> int:
     with sqlite3.connect(db_path) as db:
         [(applied,)] = db.execute("SELECT applied_through FROM inbox_cursor").fetchall()
     return int(applied)
+
+
+def customer() -> Customer:
+    return Customer(str(uuid.uuid4()), "c", "", "POST", "whsec_x", "2026-11-27T00:00:00Z")
 
 
 def remove_inbox(db_path: Path) -> None:
@@ -130,7 +144,7 @@ async def test_callbacks_are_applied_in_the_order_they_were_answered(
     assert inbox_rows(tmp_path / "gateway.db") == []
 
 
-async def test_an_entry_that_cannot_be_applied_is_logged_and_skipped(
+async def test_an_entry_that_cannot_be_read_is_logged_kept_and_skipped(
     start_gateway: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = await start_gateway(run_workers=False)
@@ -146,7 +160,7 @@ async def test_an_entry_that_cannot_be_applied_is_logged_and_skipped(
     with caplog.at_level(logging.ERROR, logger="gateway.normaliser"):
         await server.settled()
     assert sorted(m.text for m in await all_messages(server, tenant.id)) == ["after", "before"]
-    assert "could not be applied and was skipped" in caplog.text
+    assert "could not be applied; kept in failed_callbacks" in caplog.text
     assert applied_through(tmp_path / "gateway.db") == inbox_rows(tmp_path / "gateway.db")[-1][0]
     metrics = (await server.client.get("/metrics")).text
     assert (
@@ -299,3 +313,135 @@ def _state(pid: int) -> bytes:
         return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
     except OSError:
         return b"X"
+
+
+# Found in review --------------------------------------------------------------------------------
+
+
+async def test_an_entry_the_database_refuses_is_kept_and_the_ones_behind_it_go_on(
+    start_gateway: ServerFactory, tmp_path: Path
+) -> None:
+    server = await start_gateway(run_workers=False)
+    tenant = await server.add_tenant("+15550000001")
+    now = "2026-11-27T00:00:00.000000Z"
+    # e.g. an authentic Twilio inbound with NumSegments >= 2**63: SQLite refuses the integer.
+    refused = Callback("bad", InboundSms("c0", SENDER, tenant.number, "x", parts=2**63))
+    later = Callback("good", InboundSms("c1", SENDER, tenant.number, "after"))
+    await server.gateway.inbox.append(
+        [("sandbox", now, encode_callback(refused)), ("sandbox", now, encode_callback(later))]
+    )
+    await server.settled()
+    assert [m.text for m in await all_messages(server, tenant.id)] == ["after"]
+    db = tmp_path / "gateway.db"
+    assert applied_through(db) == inbox_rows(db)[-1][0]
+    with sqlite3.connect(db) as conn:
+        [(inbox_id, error, callback)] = conn.execute(
+            "SELECT inbox_id, error, callback FROM failed_callbacks"
+        ).fetchall()
+    assert inbox_id == inbox_rows(db)[0][0]
+    assert "StoreError" in error
+    assert callback == encode_callback(refused)  # kept whole, for the operator
+
+
+async def test_a_lagging_normaliser_does_not_split_a_concatenated_sms(
+    start_gateway: ServerFactory,
+) -> None:
+    server = await start_gateway(run_workers=False, inbound={"reassembly_wait_s": 60})
+    tenant = await server.add_tenant("+15550000001")
+    answered = server.gateway.clock.now() - timedelta(seconds=90)  # waited 90 s in the inbox
+
+    def part(n: int, text: str) -> bytes:
+        sms = InboundSms(f"m{n}", SENDER, tenant.number, text, concat=Concat("r", 2, n))
+        return encode_callback(Callback(f"p{n}", sms))
+
+    await server.gateway.inbox.append([("sandbox", format_time(answered), part(1, "Hello, "))])
+    await server.settled()
+    await server.gateway.tracker.flush_inbound()  # the reassembly timer, between two batches
+    later = format_time(answered + timedelta(seconds=1))
+    await server.gateway.inbox.append([("sandbox", later, part(2, "world"))])
+    await server.settled()
+    assert [m.text for m in await all_messages(server, tenant.id)] == ["Hello, world"]
+
+
+async def test_a_second_cancel_while_waiting_to_write_leaves_no_lock_held(tmp_path: Path) -> None:
+    db = tmp_path / "gateway.db"
+    holder, victim, other = [await Store.open(db) for _ in range(3)]
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with holder.transaction():
+            await release.wait()
+
+    async def write() -> None:
+        async with victim.transaction() as tx:
+            await tx.execute("UPDATE inbox_cursor SET applied_through = 1")
+
+    holding = asyncio.create_task(hold())
+    await asyncio.sleep(0.1)
+    writing = asyncio.create_task(write())
+    await asyncio.sleep(0.1)  # its BEGIN waits in the database thread for the writer lock
+    writing.cancel()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    writing.cancel()  # again, as a shutdown cancelling a request already being cancelled
+    release.set()
+    await holding
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    try:
+        # Another writer gets in: nothing was left holding the lock.
+        await asyncio.wait_for(other.create_customer(customer()), 3)
+    finally:
+        for store in (holder, victim, other):
+            await store.close()
+
+
+async def test_a_normaliser_that_cannot_be_started_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = asyncio.create_subprocess_exec
+    calls = 0
+
+    async def fails_once(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BlockingIOError(11, "Resource temporarily unavailable")  # fork: EAGAIN
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", fails_once)
+    monkeypatch.setattr(normaliser_process, "RESTART_DELAY_S", 0.05)
+    config = Config(database=DatabaseConfig(path=str(tmp_path / "gateway.db")))
+    child = normaliser_process.NormaliserProcess(config, lambda report: None)
+    child.start()
+    try:
+
+        async def running() -> bool:
+            return child.running
+
+        await eventually(running)
+        assert calls == 2
+    finally:
+        await child.close()
+    assert not child.running
+
+
+async def test_a_child_that_cannot_open_its_files_exits(tmp_path: Path) -> None:
+    (tmp_path / "gateway.inbox.db").write_bytes(b"not a database" * 100)
+    config = Config(database=DatabaseConfig(path=str(tmp_path / "gateway.db")))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.normaliser_process", str(theirs.fileno()),
+        stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        pass_fds=(theirs.fileno(),),
+    )  # fmt: skip
+    theirs.close()
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(msgspec.json.encode(config)), 20)
+    finally:
+        ours.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 1
+    assert b"normaliser process failed" in stderr

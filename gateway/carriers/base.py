@@ -30,7 +30,9 @@ class Concat(msgspec.Struct, frozen=True):
     part: int  # 1-based
 
 
-class InboundSms(msgspec.Struct, frozen=True, tag=True):
+# Tagged: callbacks wait in the inbox as JSON (gateway/ingest.py). The tags are stored, so they
+# must not change, or callbacks waiting across an upgrade could not be read.
+class InboundSms(msgspec.Struct, frozen=True, tag="inbound_sms"):
     carrier_message_id: str
     source: str
     destination: str
@@ -39,7 +41,7 @@ class InboundSms(msgspec.Struct, frozen=True, tag=True):
     concat: Concat | None = None
 
 
-class DeliveryReport(msgspec.Struct, frozen=True, tag=True):
+class DeliveryReport(msgspec.Struct, frozen=True, tag="delivery_report"):
     carrier_message_id: str
     status: TargetStatus
     carrier_status: str
@@ -47,7 +49,7 @@ class DeliveryReport(msgspec.Struct, frozen=True, tag=True):
     parts: int | None = None
 
 
-class Ignored(msgspec.Struct, frozen=True, tag=True):
+class Ignored(msgspec.Struct, frozen=True, tag="ignored"):
     """An authentic callback that carries nothing to track (e.g. an event type we do not use)."""
 
     reason: str

@@ -180,6 +180,13 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         applied_through INTEGER NOT NULL
     );
-    INSERT INTO inbox_cursor (id, applied_through) VALUES (1, 0)
+    INSERT INTO inbox_cursor (id, applied_through) VALUES (1, 0);
+    CREATE TABLE failed_callbacks (
+        inbox_id INTEGER PRIMARY KEY,
+        carrier TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        callback BLOB NOT NULL,
+        error TEXT NOT NULL
+    )
     """,
 )

@@ -103,11 +103,13 @@ async def connect(path: Path, what: str) -> aiosqlite.Connection:
 
 
 class WriterLock:
-    """Writers to one database file take turns in the order they asked, across processes (the
-    server, its normaliser, the CLI). SQLite's own busy handler retries with growing sleeps, so
-    a process committing back to back (the normaliser, under load) kept a waiting one out for
-    seconds. A flock wakes the waiter as soon as the holder lets go. It is taken and let go
-    only in the connection's database thread, and a dead holder's lock goes with its process."""
+    """Writers to one database file take turns across processes (the server, its normaliser,
+    the CLI). SQLite's own busy handler retries with growing sleeps, so a process committing
+    back to back (the normaliser, under load) kept a waiting one out for seconds. A flock wakes
+    the waiter as soon as the holder lets go, and the holder does other work before it asks
+    again. It is taken and let go only in the connection's database thread, and a dead
+    holder's lock goes with its process. It has no timeout: holders are this program's own
+    processes, each holding it for one transaction."""
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -264,11 +266,13 @@ class Store:
             try:
                 await asyncio.shield(begin)
             except asyncio.CancelledError:
-                # The BEGIN runs in the database thread all the same: let it, then undo it,
-                # so no transaction is left open once the lock is released.
-                with contextlib.suppress(Exception):
-                    await begin
-                await self._rollback()
+                # The BEGIN runs in the database thread all the same (it may be waiting for the
+                # writer lock): let it, then undo it, so neither a transaction nor the writer
+                # lock is left held once the store's lock is released, even if cancelled again.
+                undo = asyncio.ensure_future(self._undo_begin(begin))
+                while not undo.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(undo)
                 raise
             try:
                 yield Tx(self._conn)
@@ -276,6 +280,11 @@ class Store:
                 await self._rollback()
                 raise
             await self._in_thread(partial(_commit_in_thread, writer=self._writer))
+
+    async def _undo_begin(self, begin: asyncio.Future[None]) -> None:
+        with contextlib.suppress(Exception):
+            await begin
+        await self._rollback()
 
     async def _rollback(self) -> None:
         with contextlib.suppress(StoreError):

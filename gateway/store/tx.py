@@ -63,6 +63,17 @@ class InThread:
         return self._conn.execute(sql, parameters).fetchall()
 
 
+def database_failed(exc: BaseException) -> bool:
+    """True when a StoreError means the database did not work (busy, full, I/O, corrupt), not
+    that one statement's data was refused (a constraint, an integer too large)."""
+    if not isinstance(exc, StoreError):
+        return False
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.OperationalError) or type(cause) in (
+        sqlite3.DatabaseError, sqlite3.InternalError,
+    )  # fmt: skip
+
+
 class Tx:
     """Statements inside one transaction (or one locked read)."""
 
@@ -395,18 +406,28 @@ class Tx:
 
     async def undoable(self, work: Callable[[Tx], Awaitable[T]]) -> T | Exception:
         """Run `work` in a savepoint. If it raises, its writes alone are undone and the exception
-        is returned, except a StoreError: the database itself failed, so the whole transaction
-        must go."""
+        is returned; except when the database itself failed (busy, full, I/O, corrupt): then the
+        whole transaction must go, to be tried again later."""
         await self.execute("SAVEPOINT undoable")
         try:
             result: T | Exception = await work(self)
-        except StoreError:
-            raise
         except Exception as exc:
+            if database_failed(exc):
+                raise
             await self.execute("ROLLBACK TO undoable")
             result = exc
         await self.execute("RELEASE undoable")
         return result
+
+    async def keep_failed_callback(
+        self, inbox_id: int, carrier: str, received_at: str, callback: bytes, error: str
+    ) -> None:
+        """A callback that could not be applied, kept for the operator (not lost)."""
+        await self.execute(
+            "INSERT OR IGNORE INTO failed_callbacks (inbox_id, carrier, received_at, callback, "
+            "error) VALUES (?, ?, ?, ?, ?)",
+            (inbox_id, carrier, received_at, callback, error),
+        )
 
     async def inbox_applied_through(self) -> int:
         """The id of the last inbox callback applied here (gateway/store/inbox.py)."""
