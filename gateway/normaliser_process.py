@@ -33,9 +33,11 @@ from gateway.workers import Wakeup, run_forever
 
 log = logging.getLogger(__name__)
 
-# Under load the server's process comes first: carriers wait on it, while the normaliser only
-# falls behind (durably) for a while. When both want the same core, the kernel gives a nice-19
-# process about 1.5 % of a nice-0 one's share; with a core to itself it runs at full speed.
+# `[ingest] normaliser_priority`. Under load the server's process should come first: carriers
+# wait on it, while the normaliser only falls behind (durably) for a while. "idle" (SCHED_IDLE)
+# runs it only on a core nothing else wants, and the server preempts it at once; "low" is
+# niceness 19 (about 1.5 % of a nice-0 process's share of a contended core). With a core to
+# itself it runs at full speed either way.
 NICENESS = 19
 RESTART_DELAY_S = 1.0
 STOP_TIMEOUT_S = 10.0
@@ -178,16 +180,27 @@ def main() -> None:
     # sent to the whole group (Ctrl-C, a service manager's SIGTERM) are for it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
+        _lower_priority(config.ingest.normaliser_priority)
         uvloop.run(_serve(config, sock))
     except Exception:
         log.exception("normaliser process failed")
         # A database connection's thread left open must not keep this process alive.
         os._exit(1)
+
+
+def _lower_priority(priority: str) -> None:
+    if priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (AttributeError, OSError):  # not Linux, or not allowed: the next best thing
+            priority = "low"
+    if priority == "low":
+        with contextlib.suppress(OSError):
+            os.nice(NICENESS)
 
 
 async def _serve(config: Config, sock: socket.socket) -> None:

@@ -274,6 +274,7 @@ async def test_serve_normalises_in_a_second_process_and_restarts_it(
             return texts() == ["one"]
 
         await eventually(one)
+        assert os.sched_getscheduler(child) == os.SCHED_IDLE  # the server comes first
         async with httpx.AsyncClient(base_url=base) as client:
             metrics = (await client.get("/metrics")).text
         applied = metric_value(
