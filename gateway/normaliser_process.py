@@ -142,16 +142,8 @@ class NormaliserProcess:
             ours.close()
 
     def _read_reports(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                data = sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            if not data:  # the child has gone; `_run_child` sees it exit
-                asyncio.get_running_loop().remove_reader(sock.fileno())
-                return
+        messages, _ = _receive_waiting(sock)  # closed: the child has gone (`_run_child` sees it)
+        for data in messages:
             try:
                 self._on_report(_report_decoder.decode(data))
             except msgspec.DecodeError:
@@ -263,18 +255,28 @@ async def _checkpoint_forever(inbox: Inbox) -> None:
 
 
 def _read_wakes(sock: socket.socket, wakeup: Wakeup, stop: asyncio.Event) -> None:
+    messages, closed = _receive_waiting(sock)
+    if messages:
+        wakeup.notify()
+    if closed:  # the server closed its end: it has stopped or died
+        stop.set()
+
+
+def _receive_waiting(sock: socket.socket) -> tuple[list[bytes], bool]:
+    """The messages waiting on a non-blocking socket, and whether the other end has closed
+    (then it is no longer watched: a closed socket stays readable)."""
+    messages: list[bytes] = []
     while True:
         try:
-            data = sock.recv(4096)
+            data = sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return messages, False
         except OSError:
             data = b""
-        if not data:  # the server closed its end: it has stopped or died
+        if not data:
             asyncio.get_running_loop().remove_reader(sock.fileno())
-            stop.set()
-            return
-        wakeup.notify()
+            return messages, True
+        messages.append(data)
 
 
 if __name__ == "__main__":

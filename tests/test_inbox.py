@@ -126,6 +126,13 @@ async def test_callbacks_left_in_the_inbox_are_applied_after_a_restart_exactly_o
     assert sorted(m.text for m in await all_messages(third, tenant.id)) == [
         f"text {i}" for i in range(5)
     ]
+    # Not even looked at again: a replay would show as duplicates (dedup hides it otherwise).
+    metrics = (await third.client.get("/metrics")).text
+    assert (
+        metric_value(metrics, "gateway_callbacks_total", carrier="sandbox", outcome="duplicate")
+        is None
+    )
+    assert applied_through(tmp_path / "gateway.db") == 5  # the five inbox ids, 1 to 5
 
 
 async def test_callbacks_are_applied_in_the_order_they_were_answered(
