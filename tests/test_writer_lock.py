@@ -9,8 +9,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
+from gateway.errors import StoreError
 from gateway.models import Customer
-from gateway.store import Store
+from gateway.store import Store, sqlite
+from tests.conftest import ServerFactory
+from tests.test_api_messages import assert_error
 
 # Another process holding the write lock 50 ms per transaction, back to back, for up to 50 s.
 HOG = """
@@ -32,6 +37,25 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+# A process that takes the write lock and keeps it, as one stopped mid-transaction would.
+STUCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+async def stuck_holder(db: Path) -> asyncio.subprocess.Process:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STUCK, f"{db}.lock", stdout=asyncio.subprocess.PIPE
+    )
+    assert holder.stdout is not None
+    assert await holder.stdout.readline() == b"holding\n"
+    return holder
 
 
 def customer() -> Customer:
@@ -62,3 +86,44 @@ async def test_a_writer_gets_in_between_another_process_back_to_back_commits(
         hog.kill()
         await hog.wait()
         await store.close()
+
+
+async def test_a_stuck_holder_costs_a_writer_the_timeout_then_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.3)
+    db = tmp_path / "gateway.db"
+    store = await Store.open(db)
+    holder = await stuck_holder(db)
+    try:
+        with pytest.raises(StoreError, match="write lock"):
+            await asyncio.wait_for(store.create_customer(customer()), timeout=5.0)
+        holder.kill()
+        await holder.wait()
+        # The abandoned wait let go of what it got: writes go on.
+        await asyncio.wait_for(store.create_customer(customer()), timeout=5.0)
+        assert len(await store.list_customers()) == 1
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        await store.close()
+
+
+async def test_an_api_write_behind_a_stuck_holder_is_503_and_changes_nothing(
+    start_gateway: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.3)
+    server = await start_gateway(run_workers=False)
+    tenant = await server.add_tenant("+15550000001")
+    holder = await stuck_holder(Path(server.config.database.path))
+    try:
+        refused = await server.send(tenant, ["+15550000002"])
+        assert_error(refused, 503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
+        listed = await server.client.get("/v1.0/messages", params={"token": tenant.token})
+        assert listed.status_code == 200 and listed.json()["result"] == []  # reads go on
+    finally:
+        holder.kill()
+        await holder.wait()
+    sent = await server.send(tenant, ["+15550000002"])
+    assert sent.status_code == 200, sent.text

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -102,30 +103,73 @@ async def connect(path: Path, what: str) -> aiosqlite.Connection:
     return conn
 
 
+# As SQLite's busy_timeout: how long a writer waits for another process's transaction.
+WRITE_LOCK_TIMEOUT_S = 5.0
+
+
 class WriterLock:
     """Writers to one database file take turns across processes (the server, its normaliser,
     the CLI). SQLite's own busy handler retries with growing sleeps, so a process committing
     back to back (the normaliser, under load) kept a waiting one out for seconds. A flock wakes
     the waiter as soon as the holder lets go, and the holder does other work before it asks
     again. It is taken and let go only in the connection's database thread, and a dead
-    holder's lock goes with its process. It has no timeout: holders are this program's own
-    processes, each holding it for one transaction."""
+    holder's lock goes with its process. A holder that is alive but stuck (stopped, or in a
+    debugger) costs a waiter `timeout_s`, then StoreError (a 503), as SQLite's BUSY would."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, timeout_s: float | None = None) -> None:
+        self._path = path
+        self._timeout_s = WRITE_LOCK_TIMEOUT_S if timeout_s is None else timeout_s
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._held = False
+        self._holding: int | None = None  # the descriptor the lock is held through
 
     def acquire(self) -> None:
-        if not self._held:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            self._held = True
+        if self._holding is not None:
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._holding = self._fd
+        except BlockingIOError:
+            self._holding = self._wait()
+
+    def _wait(self) -> int:
+        """flock has no time limit, and polling would keep missing the short gaps between a
+        busy holder's transactions. So a helper thread blocks in flock, through a descriptor
+        of its own (a lock belongs to its open file), and this thread waits for it, limited.
+        A helper that gets the lock after its waiter gave up lets it go at once."""
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        got = threading.Event()
+        decided = threading.Lock()
+        gave_up = False
+
+        def wait_for_lock() -> None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with decided:
+                if gave_up:
+                    os.close(fd)  # closing lets the lock go
+                else:
+                    got.set()
+
+        threading.Thread(target=wait_for_lock, name="writer-lock", daemon=True).start()
+        if not got.wait(self._timeout_s):
+            with decided:
+                gave_up = not got.is_set()
+            if gave_up:
+                raise StoreError(
+                    f"database busy: another process has held its write lock for over "
+                    f"{self._timeout_s:g} s (a stopped gateway or CLI process?); retry later"
+                )
+        return fd
 
     def release(self) -> None:
-        if self._held:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            self._held = False
+        if self._holding is None:
+            return
+        fcntl.flock(self._holding, fcntl.LOCK_UN)
+        if self._holding != self._fd:
+            os.close(self._holding)
+        self._holding = None
 
     def close(self) -> None:
+        self.release()
         os.close(self._fd)
 
 
