@@ -127,3 +127,22 @@ async def test_an_api_write_behind_a_stuck_holder_is_503_and_changes_nothing(
         await holder.wait()
     sent = await server.send(tenant, ["+15550000002"])
     assert sent.status_code == 200, sent.text
+
+
+async def test_claims_with_nothing_due_take_no_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers poll and are woken often; a poll that finds nothing must not queue behind (or
+    hold up) the normaliser and the API for the write lock."""
+    monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.3)
+    db = tmp_path / "gateway.db"
+    store = await Store.open(db)
+    holder = await stuck_holder(db)
+    now, later = "2026-11-27T00:00:00.000000Z", "2026-11-27T00:01:00.000000Z"
+    try:
+        assert await store.claim_due_events(now, later, 10, 10, {}) == []
+        assert await store.claim_due_targets(now, later, 10) == []
+    finally:
+        holder.kill()
+        await holder.wait()
+        await store.close()

@@ -48,6 +48,10 @@ _DUE_CUSTOMERS = (
     "FROM customers c WHERE c.webhook_disabled_at = '' AND c.id NOT IN ({busy})) "
     "WHERE first_due IS NOT NULL ORDER BY first_due LIMIT ?"
 )
+_ANY_TARGET_DUE = (
+    "SELECT 1 FROM targets WHERE next_send_at <= ? "
+    "AND (lease_until IS NULL OR lease_until <= ?) LIMIT 1"
+)
 # One endpoint's first due events that may go now: each message's oldest pending event only,
 # and none of a message with an event in flight (a resent older event must not be overtaken).
 # The walk stops at the limit, so it costs that endpoint's due events at most, no one else's.
@@ -493,6 +497,8 @@ class Store:
 
     async def claim_due_targets(self, now: str, lease_until: str, limit: int) -> list[DispatchJob]:
         """Queued targets whose time has come and that no live worker holds; leases them."""
+        if not await self.read(lambda tx: tx.all(_ANY_TARGET_DUE, (now, now))):
+            return []  # a poll that finds nothing takes no write lock
 
         async def claim(tx: Tx) -> list[DispatchJob]:
             rows = await tx.all(
@@ -558,6 +564,10 @@ class Store:
             rows.sort(key=lambda row: (row["next_attempt_at"], row["seq"]))
             return [outbox_event_from(row) for row in rows]
 
+        # Most wakes find nothing due (events are made for endpoints only): those take no write
+        # lock, which the normaliser and the API need.
+        if not await self.read(lambda tx: tx.all(due_customers, (now, now, *busy, 1))):
+            return []
         return await self.atomic(claim)
 
     async def prune(self, before: str, limit: int) -> int:
