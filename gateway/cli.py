@@ -41,15 +41,18 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> None:
     import uvicorn  # imported here: only `serve` needs the server
 
     from gateway.app import create_app
+    from gateway.gc_tuning import tune_for_serving
 
     logs.configure()
     if not config.auth.jwt_secret:
         logging.warning(
             "auth.jwt_secret is not set: JWT logins are refused, access keys still work"
         )
+    app = create_app(config)
+    tune_for_serving()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            app,
             log_config=None,
             host=config.server.host,
             port=config.server.port,

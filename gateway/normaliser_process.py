@@ -25,6 +25,7 @@ import uvloop
 from gateway import logs
 from gateway.clock import SystemClock
 from gateway.config import Config
+from gateway.gc_tuning import tune_for_serving
 from gateway.normaliser import POLL_INTERVAL_S, Normaliser, Outcomes
 from gateway.store import Store
 from gateway.store.inbox import Inbox, inbox_path
@@ -179,6 +180,7 @@ def main() -> None:
     try:
         config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
         _lower_priority(config.ingest.normaliser_priority)
+        tune_for_serving()
         uvloop.run(_serve(config, sock))
     except Exception:
         log.exception("normaliser process failed")
