@@ -3,8 +3,11 @@
 Starts a receiver (uvicorn, another process) on 127.0.0.1, then posts the same bodies to it:
 1. the ceiling: a plain aiohttp client, 64 requests in flight;
 2. the gateway: events queued in a fresh SQLite outbox and drained by its running workers
-   (signing, address guard, attempt log, one commit per attempt).
-Prints events/s and the ratio. Run: `make bench` (or `.venv/bin/python bench/delivery.py`).
+   (signing, address guard, attempt log, one commit per attempt), with the garbage-collector
+   settings of `gateway serve`.
+The ceiling runs before and after the gateway, and the ratio is against the mean of the two
+(this machine's speed drifts within a run). Prints events/s and the ratio.
+Run: `make bench` (or `.venv/bin/python bench/delivery.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import uvloop
 from gateway import events
 from gateway.clock import SystemClock, format_time
 from gateway.config import config_from_mapping
+from gateway.gc_tuning import tune_for_serving
 from gateway.models import Address, Customer, Direction, EventType, Message
 from gateway.runtime import Gateway
 from gateway.signing import generate_webhook_secret
@@ -74,6 +78,7 @@ async def gateway_rate(url: str, folder: Path) -> tuple[float, bytes]:
             message = sample(customer.id, now)
             body = events.event_body(EventType.MESSAGE_CREATED, message)
             await tx.add_event(events.new_event_id(), EventType.MESSAGE_CREATED, message, body, now)
+    tune_for_serving()  # as `gateway serve` does once started
     started = time.perf_counter()
     await gateway.start_workers()  # as `gateway serve` runs them
     while (await gateway.store.count_backlog())["webhook_events_pending"]:  # noqa: ASYNC110
@@ -83,10 +88,15 @@ async def gateway_rate(url: str, folder: Path) -> tuple[float, bytes]:
     return rate, body
 
 
-async def measure(url: str) -> tuple[float, float]:
+async def measure(url: str) -> tuple[float, float, float]:
+    """The ceiling before and after the gateway (this machine's speed drifts within a run),
+    and the gateway's rate between them."""
+    now = format_time(SystemClock().now())
+    body = events.event_body(EventType.MESSAGE_CREATED, sample(str(uuid.uuid4()), now))
+    before = await ceiling(url, body)
     with tempfile.TemporaryDirectory() as folder:
-        gateway, body = await gateway_rate(url, Path(folder))
-    return await ceiling(url, body), gateway
+        gateway, _ = await gateway_rate(url, Path(folder))
+    return before, gateway, await ceiling(url, body)
 
 
 def main() -> None:
@@ -98,14 +108,16 @@ def main() -> None:
     try:
         time.sleep(1.5)
         uvloop.install()
-        raw, gateway = asyncio.run(measure(f"http://127.0.0.1:{port}/hook"))
+        before, gateway, after = asyncio.run(measure(f"http://127.0.0.1:{port}/hook"))
     finally:
         receiver.terminate()
         receiver.wait()
+    raw = (before + after) / 2
     print(f"{'delivery (events/s)':<28}{'value':>10}")
-    print(f"{'aiohttp ceiling':<28}{raw:>10.0f}")
+    print(f"{'aiohttp ceiling, before':<28}{before:>10.0f}")
     print(f"{'gateway deliverer':<28}{gateway:>10.0f}")
-    print(f"{'ratio (target >= 0.40)':<28}{gateway / raw:>10.2f}")
+    print(f"{'aiohttp ceiling, after':<28}{after:>10.0f}")
+    print(f"{'ratio to the mean ceiling':<28}{gateway / raw:>10.2f}   (target >= 0.40)")
 
 
 if __name__ == "__main__":
