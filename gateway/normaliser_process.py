@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -57,6 +58,28 @@ _report_decoder = msgspec.json.Decoder(Report)
 
 
 # The server's side ---------------------------------------------------------------------------
+
+
+def runs_apart(config: Config) -> bool:
+    """Whether the normaliser gets a process of its own: as configured, where the system has
+    the socket it needs (Linux has; macOS has no SOCK_SEQPACKET for Unix sockets). Elsewhere it
+    runs in the server's process, as with `[ingest] normaliser_process = false`."""
+    return config.ingest.normaliser_process and _seqpacket_sockets()
+
+
+@functools.cache
+def _seqpacket_sockets() -> bool:
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except (AttributeError, OSError) as exc:
+        log.warning(
+            "no SOCK_SEQPACKET Unix sockets here (%s): the normaliser runs in the server's "
+            "process; [ingest] normaliser_process = true is ignored", exc
+        )  # fmt: skip
+        return False
+    ours.close()
+    theirs.close()
+    return True
 
 
 class NormaliserProcess:

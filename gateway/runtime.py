@@ -24,7 +24,7 @@ from gateway.ingest import TIDY_INTERVAL_S, CallbackInbox
 from gateway.messages import MessageService
 from gateway.metrics import Metrics
 from gateway.normaliser import POLL_INTERVAL_S, Normaliser, Outcomes
-from gateway.normaliser_process import NormaliserProcess, Report
+from gateway.normaliser_process import NormaliserProcess, Report, runs_apart
 from gateway.ratelimit import TokenBuckets
 from gateway.retention import PRUNE_INTERVAL_S, Retention
 from gateway.store import Store
@@ -78,7 +78,7 @@ class Gateway:
         self.normaliser_wakeup = Wakeup()
         self.normaliser = Normaliser(store, inbox, self.tracker, clock, self._count_outcomes)
         self.normaliser_process: NormaliserProcess | None = None
-        if config.ingest.normaliser_process:
+        if runs_apart(config):
             self.normaliser_process = NormaliserProcess(config, self._on_report)
         self.callbacks = CallbackInbox(
             inbox, store, clock, config.ingest.max_backlog, self._callbacks_appended
@@ -116,7 +116,7 @@ class Gateway:
         inbox: Inbox | None = None
         try:
             inbox = await Inbox.open(inbox_path(config.database.path))
-            if config.ingest.normaliser_process:
+            if runs_apart(config):
                 await inbox.leave_checkpoints_to_reader()
             await inbox.ids_after(await store.inbox_applied_through())
             return cls(config, store, inbox, clock or SystemClock(), resolver)

@@ -453,3 +453,48 @@ async def test_a_child_that_cannot_open_its_files_exits(tmp_path: Path) -> None:
             await process.wait()
     assert process.returncode == 1
     assert b"normaliser process failed" in stderr
+
+
+@pytest.fixture
+def no_seqpacket(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A system without SOCK_SEQPACKET Unix sockets (macOS)."""
+
+    real = socket.socketpair
+
+    def socketpair(*args: Any) -> tuple[socket.socket, socket.socket]:
+        if socket.SOCK_SEQPACKET in args:
+            raise OSError(93, "Protocol not supported")
+        return real(*args)
+
+    normaliser_process._seqpacket_sockets.cache_clear()
+    monkeypatch.setattr(socket, "socketpair", socketpair)
+    yield
+    normaliser_process._seqpacket_sockets.cache_clear()
+
+
+@pytest.mark.usefixtures("no_seqpacket")
+async def test_without_seqpacket_sockets_the_normaliser_runs_in_the_server(
+    start_gateway: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="gateway.normaliser_process"):
+        server = await start_gateway(ingest={"normaliser_process": True})
+    assert server.gateway.normaliser_process is None
+    assert "normaliser runs in the server's process" in caplog.text
+    tenant = await server.add_tenant("+15550000001")
+    event = InboundEvent(id=f"sbx_in_{uuid.uuid4().hex}", from_="+15557770000", to=tenant.number)
+    body, signature = signed_callback(SANDBOX_SECRET, event, time.time())
+    # A plain client: nothing drains for it, the server's own normaliser task must.
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        answer = await client.post(
+            "/hooks/sandbox",
+            content=body,
+            headers={SIGNATURE_HEADER: signature, "content-type": "application/json"},
+        )
+    assert answer.status_code == 200, answer.text
+
+    async def normalised() -> bool:
+        return len(await all_messages(server, tenant.id)) == 1
+
+    await eventually(normalised)
+    ready_now = await server.client.get("/readyz")
+    assert ready_now.status_code == 200, ready_now.text
