@@ -5,17 +5,22 @@ with growing sleeps and nearly always wakes while the lock is held again."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
 import sys
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
+from gateway.clock import format_time
 from gateway.errors import StoreError
 from gateway.models import Customer
 from gateway.store import Store, sqlite
-from tests.conftest import ServerFactory
+from tests.conftest import CustomerEndpoint, ServerFactory
 from tests.test_api_messages import assert_error
+from tests.test_webhook_semantics import send, setup, step
 
 # Another process holding the write lock 50 ms per transaction, back to back, for up to 50 s.
 HOG = """
@@ -146,3 +151,88 @@ async def test_claims_with_nothing_due_take_no_write_lock(
         holder.kill()
         await holder.wait()
         await store.close()
+
+
+def lock_descriptors(lock: Path) -> int:
+    return sum(1 for fd in os.listdir("/proc/self/fd") if _points_to(fd, lock))
+
+
+def _points_to(fd: str, lock: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == str(lock)
+    except OSError:  # closed meanwhile (listdir's own descriptor)
+        return False
+
+
+def lock_helpers() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "writer-lock")
+
+
+async def test_writers_timing_out_behind_a_stuck_holder_pile_up_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each timed-out write used to leave a thread blocked in flock with a descriptor of its
+    own: about 720 an hour per process, until descriptors ran out (then a 500, not a 503)."""
+    monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.05)
+    db = tmp_path / "gateway.db"
+    lock = Path(f"{db}.lock")
+    store = await Store.open(db)
+    holder = await stuck_holder(db)
+    try:
+        helpers_before, descriptors_before = lock_helpers(), lock_descriptors(lock)
+        for _ in range(20):
+            with pytest.raises(StoreError):
+                await store.create_customer(customer())
+        assert lock_helpers() - helpers_before <= 1
+        assert lock_descriptors(lock) - descriptors_before <= 1
+        holder.kill()
+        await holder.wait()
+        await asyncio.wait_for(store.create_customer(customer()), timeout=5.0)
+        assert lock_helpers() == helpers_before
+        assert lock_descriptors(lock) == descriptors_before
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        await store.close()
+
+
+async def test_a_removed_lock_file_does_not_let_a_second_writer_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting must be on the lock already open, not on whatever the path names now."""
+    monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.3)
+    db = tmp_path / "gateway.db"
+    store = await Store.open(db)
+    holder = await stuck_holder(db)
+    try:
+        os.unlink(f"{db}.lock")
+        with pytest.raises(StoreError, match="write lock"):
+            await store.create_customer(customer())
+    finally:
+        holder.kill()
+        await holder.wait()
+        await store.close()
+
+
+async def test_a_poll_whose_due_events_wait_behind_one_in_flight_takes_no_write_lock(
+    start_gateway: ServerFactory, customer_endpoint: CustomerEndpoint
+) -> None:
+    """A message's next event is due but waits while its last one is in flight (order): the
+    claim would find nothing, so the poll must not queue for the lock."""
+    server, clock, tenant = await setup(start_gateway, customer_endpoint)
+    store = server.gateway.store
+    message_id = await send(server, tenant)
+    await step(server)  # message_created delivered
+    await server.gateway.dispatcher.submit_due()  # message_updated (sent) queued
+    now = format_time(clock.now())
+    lease_until = format_time(clock.now() + dt.timedelta(seconds=60))
+    [_in_flight] = await store.claim_due_events(now, lease_until, 10, 10, {})
+    assert await store.requeue_message_events(message_id, now) > 0  # due, behind it
+    store._writer._timeout_s = 0.3  # the lock is what is under test
+    holder = await stuck_holder(Path(server.config.database.path))
+    try:
+        assert await store.claim_due_events(now, lease_until, 10, 10, {}) == []
+    finally:
+        holder.kill()
+        await holder.wait()

@@ -121,60 +121,107 @@ class WriterLock:
     debugger) costs a waiter `timeout_s`, then StoreError (a 503), as SQLite's BUSY would."""
 
     def __init__(self, path: Path, timeout_s: float | None = None) -> None:
-        self._path = path
         self._timeout_s = WRITE_LOCK_TIMEOUT_S if timeout_s is None else timeout_s
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._holding: int | None = None  # the descriptor the lock is held through
+        self._holding = False
+        self._wait: _LockWait | None = None  # a helper still blocked in flock, if any
 
     def acquire(self) -> None:
-        if self._holding is not None:
+        if self._holding:
             return
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._holding = self._fd
-        except BlockingIOError:
-            self._holding = self._wait()
+        wait = self._adopt_wait()
+        if wait is None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._holding = True
+                return
+            except BlockingIOError:
+                wait = self._wait = _LockWait.start(self._fd)
+        if not wait.got.wait(self._timeout_s) and not wait.give_up():
+            raise StoreError(
+                f"database busy: another process has held its write lock for over "
+                f"{self._timeout_s:g} s (a stopped gateway or CLI process?); retry later"
+            )
+        self._wait = None
+        os.close(wait.fd)  # the lock stays: it is the open file's, and self._fd keeps that open
+        self._holding = True
 
-    def _wait(self) -> int:
-        """flock has no time limit, and polling would keep missing the short gaps between a
-        busy holder's transactions. So a helper thread blocks in flock, through a descriptor
-        of its own (a lock belongs to its open file), and this thread waits for it, limited.
-        A helper that gets the lock after its waiter gave up lets it go at once."""
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        got = threading.Event()
-        decided = threading.Lock()
-        gave_up = False
-
-        def wait_for_lock() -> None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with decided:
-                if gave_up:
-                    os.close(fd)  # closing lets the lock go
-                else:
-                    got.set()
-
-        threading.Thread(target=wait_for_lock, name="writer-lock", daemon=True).start()
-        if not got.wait(self._timeout_s):
-            with decided:
-                gave_up = not got.is_set()
-            if gave_up:
-                raise StoreError(
-                    f"database busy: another process has held its write lock for over "
-                    f"{self._timeout_s:g} s (a stopped gateway or CLI process?); retry later"
-                )
-        return fd
+    def _adopt_wait(self) -> _LockWait | None:
+        """The helper an earlier, timed-out acquire left blocked, if it still is: waiting on it
+        again, rather than starting another, keeps a stuck holder from piling up threads and
+        descriptors, and the lock is never asked for twice at once through the same open
+        file (one could then let go of what the other holds)."""
+        if self._wait is not None and not self._wait.wanted_again():
+            self._wait = None  # it got the lock after all and let it go
+        return self._wait
 
     def release(self) -> None:
-        if self._holding is None:
-            return
-        fcntl.flock(self._holding, fcntl.LOCK_UN)
-        if self._holding != self._fd:
-            os.close(self._holding)
-        self._holding = None
+        if self._holding:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._holding = False
 
     def close(self) -> None:
         self.release()
-        os.close(self._fd)
+        os.close(self._fd)  # a helper still blocked keeps its own descriptor, and lets go
+
+
+class _LockWait:
+    """A helper thread blocked in flock for a WriterLock: flock has no time limit, and polling
+    would keep missing the short gaps between a busy holder's transactions. It uses a
+    duplicate of the lock's descriptor (the same open file, so the same lock, even if the lock
+    file was replaced meanwhile). Got after its waiter gave up, the lock is let go at once."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.got = threading.Event()
+        self._decided = threading.Lock()
+        self._wanted = True
+        self._over = False  # it got the lock when nobody wanted it, and let it go
+
+    @classmethod
+    def start(cls, lock_fd: int) -> _LockWait:
+        try:
+            wait = cls(os.dup(lock_fd))
+        except OSError as exc:
+            raise StoreError(f"cannot wait for the database's write lock: {exc}") from exc
+        try:
+            threading.Thread(target=wait._block, name="writer-lock", daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had
+            os.close(wait.fd)
+            raise StoreError(f"cannot wait for the database's write lock: {exc}") from exc
+        return wait
+
+    def give_up(self) -> bool:
+        """After the waiter's time ran out: False, unless the lock came just then."""
+        with self._decided:
+            self._wanted = self.got.is_set()
+            return self._wanted
+
+    def wanted_again(self) -> bool:
+        """A new waiter takes this one over; False if it is over."""
+        with self._decided:
+            self._wanted = not self._over
+            return self._wanted
+
+    def _block(self) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError:
+            with self._decided:
+                self._end()  # its waiter times out; the next acquire starts afresh
+            return
+        with self._decided:
+            if self._wanted:
+                self.got.set()
+                return
+            self._end()
+
+    def _end(self) -> None:
+        """Under `_decided`."""
+        self._over = True
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.fd, fcntl.LOCK_UN)  # not just close: a forked child shares it
+        os.close(self.fd)
 
 
 def _rollback_in_thread(raw: sqlite3.Connection, writer: WriterLock) -> None:
@@ -548,7 +595,7 @@ class Store:
         busy = [customer_id for customer_id, free in room.items() if free <= 0]
         due_customers = _DUE_CUSTOMERS.format(busy=",".join("?" * len(busy)))
 
-        async def claim(tx: Tx) -> list[OutboxEvent]:
+        async def due(tx: Tx, limit: int) -> list[sqlite3.Row]:
             rows: list[sqlite3.Row] = []
             # More endpoints than slots: some may have nothing that can go (order waits).
             candidates = await tx.all(due_customers, (now, now, *busy, max(limit * 4, 256)))
@@ -557,6 +604,10 @@ class Store:
                 if take <= 0:
                     break
                 rows += await tx.all(_CUSTOMER_DUE_EVENTS, (customer["id"], now, now, now, take))
+            return rows
+
+        async def claim(tx: Tx) -> list[OutboxEvent]:
+            rows = await due(tx, limit)
             await tx.executemany(
                 "UPDATE outbox SET lease_until = ? WHERE seq = ?",
                 [(lease_until, row["seq"]) for row in rows],
@@ -564,9 +615,10 @@ class Store:
             rows.sort(key=lambda row: (row["next_attempt_at"], row["seq"]))
             return [outbox_event_from(row) for row in rows]
 
-        # Most wakes find nothing due (events are made for endpoints only): those take no write
-        # lock, which the normaliser and the API need.
-        if not await self.read(lambda tx: tx.all(due_customers, (now, now, *busy, 1))):
+        # Most wakes find nothing that can go (events are made for endpoints only, and a
+        # message's next event waits while one is in flight): those take no write lock, which
+        # the normaliser and the API need. The same selection, read only, decides.
+        if not await self.read(lambda tx: due(tx, 1)):
             return []
         return await self.atomic(claim)
 
