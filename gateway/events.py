@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
+import secrets
+import time
 
 import msgspec
 
@@ -18,8 +19,11 @@ _encoder = msgspec.json.Encoder()
 
 
 def new_event_id() -> str:
-    """A Standard Webhooks `webhook-id`: unique per event, kept across its retries."""
-    return f"msg_{uuid.uuid4().hex}"
+    """A Standard Webhooks `webhook-id`: unique per event, kept across its retries. Time-ordered,
+    as Svix's are (KSUIDs): 48 bits of Unix milliseconds, then 80 random bits, in hex. So a new
+    id lands at the end of the outbox's unique index, not on a random page of it: one page
+    written per commit for all its events instead of one per event (bench/RESULTS.md)."""
+    return f"msg_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 async def should_notify(tx: Tx, message: Message, event_type: EventType) -> bool:
