@@ -29,6 +29,17 @@ async def receive(
     return await _create(tx, carrier, joined(await tx.take_inbound_parts(part.key)), now)
 
 
+async def needs_callback_key(tx: Tx, sms: InboundSms) -> bool:
+    """Whether a callback carrying `sms` must have its id remembered to tell a repeat. Not for
+    a whole SMS with the carrier's id, to a number someone owns: the carrier_refs row it gets,
+    kept for good, tells a repeat already, and one random index page less is written per
+    callback (bench/RESULTS.md). Parts and unrouted SMS have no such row."""
+    whole = sms.concat is None or sms.concat.total <= 1
+    if not whole or not sms.carrier_message_id:
+        return True
+    return await tx.get_number(sms.destination) is None
+
+
 def joined(parts: list[InboundPart]) -> InboundSms:
     """One SMS from its parts (in part order; missing parts are simply absent)."""
     first = parts[0]

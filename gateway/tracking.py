@@ -56,9 +56,10 @@ class Tracker:
         a part of a concatenated SMS waits for the rest from when it is applied, so a
         normaliser that fell behind does not send parts out alone."""
         now = received_at
-        if not await tx.remember_callback(carrier, callback.idempotency_key, now):
-            return Outcome.DUPLICATE
         event = callback.event
+        remember = not isinstance(event, InboundSms) or await inbound.needs_callback_key(tx, event)
+        if remember and not await tx.remember_callback(carrier, callback.idempotency_key, now):
+            return Outcome.DUPLICATE
         if isinstance(event, InboundSms):
             return await inbound.receive(tx, carrier, event, now, waiting_since=applied_at)
         if isinstance(event, DeliveryReport):

@@ -110,8 +110,20 @@ async def test_an_inbound_sms_replayed_after_retention_is_still_a_duplicate(stor
     # Twilio signs no timestamp: a captured callback verifies forever.
     callback = Callback("SM1", InboundSms("SM1", "+15557654321", "+15550000001", "hi"))
     assert await tracker.accept_callback("twilio", callback) is Outcome.APPLIED
+    # A whole SMS to an owned number keeps no callback id: its carrier reference, kept for
+    # good, tells a repeat.
+    assert await count(store, "processed_callbacks") == 0
     clock.advance(31 * 86400)
-    assert await Retention(store, clock, retention_days=30).run_once() == 1  # its callback id
+    await Retention(store, clock, retention_days=30).run_once()
     assert await tracker.accept_callback("twilio", callback) is Outcome.DUPLICATE
     assert await count(store, "messages") == 1
     assert await count(store, "outbox") == 1  # one message_created, not two
+
+
+async def test_an_unrouted_inbound_sms_repeated_is_a_duplicate(store: Store) -> None:
+    """No message, so no carrier reference: its callback id tells the repeat."""
+    tracker = Tracker(store, ManualClock(NOW), config_from_mapping({}, {}), lambda: None)
+    callback = Callback("SM2", InboundSms("SM2", "+15557654321", "+15550000009", "hi"))
+    assert await tracker.accept_callback("twilio", callback) is Outcome.UNROUTED
+    assert await tracker.accept_callback("twilio", callback) is Outcome.DUPLICATE
+    assert await count(store, "unrouted_inbound") == 1
