@@ -10,6 +10,8 @@ import os
 import sys
 import threading
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -54,13 +56,40 @@ time.sleep(60)
 """
 
 
-async def stuck_holder(db: Path) -> asyncio.subprocess.Process:
-    holder = await asyncio.create_subprocess_exec(
+class StuckHolder:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    async def stop(self) -> None:
+        if self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+
+
+@asynccontextmanager
+async def stuck_holder(db: Path | str) -> AsyncIterator[StuckHolder]:
+    process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", STUCK, f"{db}.lock", stdout=asyncio.subprocess.PIPE
     )
-    assert holder.stdout is not None
-    assert await holder.stdout.readline() == b"holding\n"
-    return holder
+    holder = StuckHolder(process)
+    try:
+        assert process.stdout is not None
+        assert await process.stdout.readline() == b"holding\n"
+        yield holder
+    finally:
+        await holder.stop()
+
+
+@asynccontextmanager
+async def store_behind_stuck_holder(db: Path) -> AsyncIterator[tuple[Store, StuckHolder]]:
+    """A store whose writers wait 0.3 s at most, and a process holding its write lock."""
+    store = await Store.open(db)
+    store._writer._timeout_s = 0.3  # the lock is what is under test
+    try:
+        async with stuck_holder(db) as holder:
+            yield store, holder
+    finally:
+        await store.close()
 
 
 def customer() -> Customer:
@@ -94,25 +123,15 @@ async def test_a_writer_gets_in_between_another_process_back_to_back_commits(
 
 
 async def test_a_stuck_holder_costs_a_writer_the_timeout_then_store_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.3)
-    db = tmp_path / "gateway.db"
-    store = await Store.open(db)
-    holder = await stuck_holder(db)
-    try:
+    async with store_behind_stuck_holder(tmp_path / "gateway.db") as (store, holder):
         with pytest.raises(StoreError, match="write lock"):
             await asyncio.wait_for(store.create_customer(customer()), timeout=5.0)
-        holder.kill()
-        await holder.wait()
+        await holder.stop()
         # The abandoned wait let go of what it got: writes go on.
         await asyncio.wait_for(store.create_customer(customer()), timeout=5.0)
         assert len(await store.list_customers()) == 1
-    finally:
-        if holder.returncode is None:
-            holder.kill()
-            await holder.wait()
-        await store.close()
 
 
 async def test_an_api_write_behind_a_stuck_holder_is_503_and_changes_nothing(
@@ -121,98 +140,22 @@ async def test_an_api_write_behind_a_stuck_holder_is_503_and_changes_nothing(
     monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.3)
     server = await start_gateway(run_workers=False)
     tenant = await server.add_tenant("+15550000001")
-    holder = await stuck_holder(Path(server.config.database.path))
-    try:
+    async with stuck_holder(server.config.database.path):
         refused = await server.send(tenant, ["+15550000002"])
         assert_error(refused, 503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
         listed = await server.client.get("/v1.0/messages", params={"token": tenant.token})
         assert listed.status_code == 200 and listed.json()["result"] == []  # reads go on
-    finally:
-        holder.kill()
-        await holder.wait()
     sent = await server.send(tenant, ["+15550000002"])
     assert sent.status_code == 200, sent.text
 
 
-async def test_claims_with_nothing_due_take_no_write_lock(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_claims_with_nothing_due_take_no_write_lock(tmp_path: Path) -> None:
     """Workers poll and are woken often; a poll that finds nothing must not queue behind (or
     hold up) the normaliser and the API for the write lock."""
-    monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.3)
-    db = tmp_path / "gateway.db"
-    store = await Store.open(db)
-    holder = await stuck_holder(db)
     now, later = "2026-11-27T00:00:00.000000Z", "2026-11-27T00:01:00.000000Z"
-    try:
+    async with store_behind_stuck_holder(tmp_path / "gateway.db") as (store, _):
         assert await store.claim_due_events(now, later, 10, 10, {}) == []
         assert await store.claim_due_targets(now, later, 10) == []
-    finally:
-        holder.kill()
-        await holder.wait()
-        await store.close()
-
-
-def lock_descriptors(lock: Path) -> int:
-    return sum(1 for fd in os.listdir("/proc/self/fd") if _points_to(fd, lock))
-
-
-def _points_to(fd: str, lock: Path) -> bool:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}") == str(lock)
-    except OSError:  # closed meanwhile (listdir's own descriptor)
-        return False
-
-
-def lock_helpers() -> int:
-    return sum(1 for thread in threading.enumerate() if thread.name == "writer-lock")
-
-
-async def test_writers_timing_out_behind_a_stuck_holder_pile_up_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each timed-out write used to leave a thread blocked in flock with a descriptor of its
-    own: about 720 an hour per process, until descriptors ran out (then a 500, not a 503)."""
-    monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.05)
-    db = tmp_path / "gateway.db"
-    lock = Path(f"{db}.lock")
-    store = await Store.open(db)
-    holder = await stuck_holder(db)
-    try:
-        helpers_before, descriptors_before = lock_helpers(), lock_descriptors(lock)
-        for _ in range(20):
-            with pytest.raises(StoreError):
-                await store.create_customer(customer())
-        assert lock_helpers() - helpers_before <= 1
-        assert lock_descriptors(lock) - descriptors_before <= 1
-        holder.kill()
-        await holder.wait()
-        await asyncio.wait_for(store.create_customer(customer()), timeout=5.0)
-        assert lock_helpers() == helpers_before
-        assert lock_descriptors(lock) == descriptors_before
-    finally:
-        if holder.returncode is None:
-            holder.kill()
-            await holder.wait()
-        await store.close()
-
-
-async def test_a_removed_lock_file_does_not_let_a_second_writer_in(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Waiting must be on the lock already open, not on whatever the path names now."""
-    monkeypatch.setattr(sqlite, "WRITE_LOCK_TIMEOUT_S", 0.3)
-    db = tmp_path / "gateway.db"
-    store = await Store.open(db)
-    holder = await stuck_holder(db)
-    try:
-        os.unlink(f"{db}.lock")
-        with pytest.raises(StoreError, match="write lock"):
-            await store.create_customer(customer())
-    finally:
-        holder.kill()
-        await holder.wait()
-        await store.close()
 
 
 async def test_a_poll_whose_due_events_wait_behind_one_in_flight_takes_no_write_lock(
@@ -230,9 +173,48 @@ async def test_a_poll_whose_due_events_wait_behind_one_in_flight_takes_no_write_
     [_in_flight] = await store.claim_due_events(now, lease_until, 10, 10, {})
     assert await store.requeue_message_events(message_id, now) > 0  # due, behind it
     store._writer._timeout_s = 0.3  # the lock is what is under test
-    holder = await stuck_holder(Path(server.config.database.path))
-    try:
+    async with stuck_holder(server.config.database.path):
         assert await store.claim_due_events(now, lease_until, 10, 10, {}) == []
-    finally:
-        holder.kill()
-        await holder.wait()
+
+
+def lock_descriptors(lock: Path) -> int:
+    return sum(1 for fd in os.listdir("/proc/self/fd") if _points_to(fd, lock))
+
+
+def _points_to(fd: str, lock: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == str(lock)
+    except OSError:  # closed meanwhile (listdir's own descriptor)
+        return False
+
+
+def lock_helpers() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "writer-lock")
+
+
+async def test_writers_timing_out_behind_a_stuck_holder_pile_up_nothing(tmp_path: Path) -> None:
+    """Each timed-out write used to leave a thread blocked in flock with a descriptor of its
+    own: about 720 an hour per process, until descriptors ran out (then a 500, not a 503)."""
+    db = tmp_path / "gateway.db"
+    lock = Path(f"{db}.lock")
+    async with store_behind_stuck_holder(db) as (store, holder):
+        store._writer._timeout_s = 0.05
+        helpers_before, descriptors_before = lock_helpers(), lock_descriptors(lock)
+        for _ in range(20):
+            with pytest.raises(StoreError):
+                await store.create_customer(customer())
+        assert lock_helpers() - helpers_before <= 1
+        assert lock_descriptors(lock) - descriptors_before <= 1
+        await holder.stop()
+        await asyncio.wait_for(store.create_customer(customer()), timeout=5.0)
+        assert lock_helpers() == helpers_before
+        assert lock_descriptors(lock) == descriptors_before
+
+
+async def test_a_removed_lock_file_does_not_let_a_second_writer_in(tmp_path: Path) -> None:
+    """Waiting must be on the lock already open, not on whatever the path names now."""
+    db = tmp_path / "gateway.db"
+    async with store_behind_stuck_holder(db) as (store, _):
+        os.unlink(f"{db}.lock")
+        with pytest.raises(StoreError, match="write lock"):
+            await store.create_customer(customer())
