@@ -4,6 +4,7 @@ SMS are kept until all have come (or the wait runs out), then joined in order.""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from gateway import events, segments
 from gateway.carriers.base import InboundSms
@@ -11,33 +12,34 @@ from gateway.changes import Outcome
 from gateway.models import Address, Direction, EventType, Message, Target, TargetStatus
 from gateway.store import InboundPart, TargetRef, Tx
 
+# Remembers the callback's id; False if it was seen before (a repeat).
+Remember = Callable[[], Awaitable[bool]]
+
 
 async def receive(
-    tx: Tx, carrier: str, sms: InboundSms, now: str, waiting_since: str | None = None
+    tx: Tx,
+    carrier: str,
+    sms: InboundSms,
+    now: str,
+    remember: Remember | None = None,
+    waiting_since: str | None = None,
 ) -> Outcome:
-    """Store one inbound SMS (or one part of it) in the open transaction. A part waits for the
-    rest from `waiting_since` (default `now`)."""
+    """Store one inbound SMS (or one part of it) in the open transaction. `remember` is called
+    where the callback's id is needed to tell a repeat (None: no callback, e.g. parts joined
+    when their wait ran out). A part waits for the rest from `waiting_since` (default `now`)."""
     concat = sms.concat
     if concat is None or concat.total <= 1:
-        return await _create(tx, carrier, sms, now)
+        return await _create(tx, carrier, sms, now, remember)
+    if remember is not None and not await remember():
+        return Outcome.DUPLICATE
     part = InboundPart(
         carrier, sms.source, sms.destination, concat.ref, concat.part, concat.total, sms.text,
         sms.carrier_message_id, waiting_since or now,
     )  # fmt: skip
     if await tx.add_inbound_part(part) < concat.total:
         return Outcome.BUFFERED
-    return await _create(tx, carrier, joined(await tx.take_inbound_parts(part.key)), now)
-
-
-async def needs_callback_key(tx: Tx, sms: InboundSms) -> bool:
-    """Whether a callback carrying `sms` must have its id remembered to tell a repeat. Not for
-    a whole SMS with the carrier's id, to a number someone owns: the carrier_refs row it gets,
-    kept for good, tells a repeat already, and one random index page less is written per
-    callback (bench/RESULTS.md). Parts and unrouted SMS have no such row."""
-    whole = sms.concat is None or sms.concat.total <= 1
-    if not whole or not sms.carrier_message_id:
-        return True
-    return await tx.get_number(sms.destination) is None
+    parts = await tx.take_inbound_parts(part.key)
+    return await _create(tx, carrier, joined(parts), now, None)  # each part's id is remembered
 
 
 def joined(parts: list[InboundPart]) -> InboundSms:
@@ -52,12 +54,20 @@ def joined(parts: list[InboundPart]) -> InboundSms:
     )
 
 
-async def _create(tx: Tx, carrier: str, sms: InboundSms, now: str) -> Outcome:
+async def _create(
+    tx: Tx, carrier: str, sms: InboundSms, now: str, remember: Remember | None
+) -> Outcome:
     # The carrier's id is kept for good (callback ids are pruned with retention), so a replay of
     # an old callback from a carrier that signs no timestamp (Twilio, Plivo) still makes nothing.
     if sms.carrier_message_id and await tx.find_target(carrier, sms.carrier_message_id):
         return Outcome.DUPLICATE
     number = await tx.get_number(sms.destination)
+    # A message with the carrier's id gets that reference, which tells a repeat for good: its
+    # callback id is not written too (one random index page less per callback,
+    # bench/RESULTS.md). Unrouted SMS, and those without the carrier's id, need it.
+    needs_id = number is None or not sms.carrier_message_id
+    if needs_id and remember is not None and not await remember():
+        return Outcome.DUPLICATE
     if number is None:
         await tx.add_unrouted(
             carrier, sms.source, sms.destination, sms.text, sms.carrier_message_id, now

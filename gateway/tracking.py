@@ -5,6 +5,7 @@ callback is never lost."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from gateway import inbound
 from gateway.carriers.base import Callback, DeliveryReport, InboundSms, SendResult
@@ -57,11 +58,11 @@ class Tracker:
         normaliser that fell behind does not send parts out alone."""
         now = received_at
         event = callback.event
-        remember = not isinstance(event, InboundSms) or await inbound.needs_callback_key(tx, event)
-        if remember and not await tx.remember_callback(carrier, callback.idempotency_key, now):
+        remember = partial(tx.remember_callback, carrier, callback.idempotency_key, now)
+        if isinstance(event, InboundSms):  # it decides where the id is needed
+            return await inbound.receive(tx, carrier, event, now, remember, applied_at)
+        if not await remember():
             return Outcome.DUPLICATE
-        if isinstance(event, InboundSms):
-            return await inbound.receive(tx, carrier, event, now, waiting_since=applied_at)
         if isinstance(event, DeliveryReport):
             return await self._report(tx, carrier, event, now)
         return Outcome.IGNORED
