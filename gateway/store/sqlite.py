@@ -48,10 +48,6 @@ _DUE_CUSTOMERS = (
     "FROM customers c WHERE c.webhook_disabled_at = '' AND c.id NOT IN ({busy})) "
     "WHERE first_due IS NOT NULL ORDER BY first_due LIMIT ?"
 )
-_ANY_TARGET_DUE = (
-    "SELECT 1 FROM targets WHERE next_send_at <= ? "
-    "AND (lease_until IS NULL OR lease_until <= ?) LIMIT 1"
-)
 # One endpoint's first due events that may go now: each message's oldest pending event only,
 # and none of a message with an event in flight (a resent older event must not be overtaken).
 # The walk stops at the limit, so it costs that endpoint's due events at most, no one else's.
@@ -544,23 +540,26 @@ class Store:
 
     async def claim_due_targets(self, now: str, lease_until: str, limit: int) -> list[DispatchJob]:
         """Queued targets whose time has come and that no live worker holds; leases them."""
-        if not await self.read(lambda tx: tx.all(_ANY_TARGET_DUE, (now, now))):
-            return []  # a poll that finds nothing takes no write lock
 
-        async def claim(tx: Tx) -> list[DispatchJob]:
-            rows = await tx.all(
+        async def due(tx: Tx, limit: int) -> list[sqlite3.Row]:
+            return await tx.all(
                 "SELECT t.message_id, t.idx, t.carrier, t.destination, t.send_deadline_at, "
                 "t.send_attempts, m.source, m.text FROM targets t JOIN messages m "
                 "ON m.id = t.message_id WHERE t.next_send_at <= ? "
                 "AND (t.lease_until IS NULL OR t.lease_until <= ?) ORDER BY t.next_send_at LIMIT ?",
                 (now, now, limit),
             )
+
+        async def claim(tx: Tx) -> list[DispatchJob]:
+            rows = await due(tx, limit)
             await tx.executemany(
                 "UPDATE targets SET lease_until = ? WHERE message_id = ? AND idx = ?",
                 [(lease_until, row["message_id"], row["idx"]) for row in rows],
             )
             return [dispatch_job_from(row) for row in rows]
 
+        if not await self.read(lambda tx: due(tx, 1)):
+            return []  # a poll that finds nothing takes no write lock
         return await self.atomic(claim)
 
     async def overdue_reports(self, now: str, limit: int) -> list[TargetRef]:
