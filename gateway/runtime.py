@@ -118,6 +118,7 @@ class Gateway:
             inbox = await Inbox.open(inbox_path(config.database.path))
             if runs_apart(config):
                 await inbox.leave_checkpoints_to_reader()
+                await store.leave_checkpoints_to_checkpointer()
             await inbox.ids_after(await store.inbox_applied_through())
             return cls(config, store, inbox, clock or SystemClock(), resolver)
         except BaseException:

@@ -36,3 +36,52 @@ async def test_the_log_stays_near_the_checkpoint_size_under_back_to_back_commits
     # worth of pages plus the transaction that crossed the line.
     assert frames <= sqlite.CHECKPOINT_PAGES + 2 * PAGES_PER_TRANSACTION, frames
     assert frames >= PAGES_PER_TRANSACTION  # the log was in use: the bound measured something
+
+
+async def test_a_checkpointer_beside_the_writers_keeps_the_log_small(tmp_path: Path) -> None:
+    """With the normaliser in its own process, commits leave checkpoints to a Checkpointer
+    there (its own connection, so no commit holds the write lock through a flush)."""
+    db_path = tmp_path / "gateway.db"
+    store = await Store.open(db_path)
+    checkpointer = await sqlite.Checkpointer.open(db_path)
+    try:
+        await store.leave_checkpoints_to_checkpointer()
+        await store.atomic(lambda tx: tx.execute("CREATE TABLE scratch (body BLOB NOT NULL)"))
+        body = bytes(PAGE_BYTES * PAGES_PER_TRANSACTION)
+        largest_log_bytes = 0
+        for n in range(200):
+            await store.atomic(lambda tx: tx.execute("INSERT INTO scratch VALUES (?)", (body,)))
+            if n % 5 == 4:  # as the Checkpointer's interval would fall, a few commits apart
+                await checkpointer.checkpoint()
+            log_bytes = os.stat(f"{db_path}-wal").st_size  # a metadata read, not blocking I/O
+            largest_log_bytes = max(largest_log_bytes, log_bytes)
+    finally:
+        await checkpointer.close()
+        await store.close()
+
+    frames = (largest_log_bytes - WAL_HEADER_BYTES) // (PAGE_BYTES + FRAME_HEADER_BYTES)
+    # A log restart can miss one interval (it waits for the next writer): a few intervals'
+    # pages at most, far under the commits' own 1,000.
+    assert frames <= 3 * 5 * PAGES_PER_TRANSACTION + 10, frames
+    assert frames >= PAGES_PER_TRANSACTION
+
+
+async def test_without_the_checkpointer_commits_still_checkpoint_past_the_safety_line(
+    tmp_path: Path,
+) -> None:
+    db_path = tmp_path / "gateway.db"
+    store = await Store.open(db_path)
+    try:
+        await store.leave_checkpoints_to_checkpointer()  # and then no checkpointer runs
+        await store.atomic(lambda tx: tx.execute("CREATE TABLE scratch (body BLOB NOT NULL)"))
+        body = bytes(PAGE_BYTES * PAGES_PER_TRANSACTION)
+        largest_log_bytes = 0
+        for _ in range(300):
+            await store.atomic(lambda tx: tx.execute("INSERT INTO scratch VALUES (?)", (body,)))
+            log_bytes = os.stat(f"{db_path}-wal").st_size  # a metadata read, not blocking I/O
+            largest_log_bytes = max(largest_log_bytes, log_bytes)
+    finally:
+        await store.close()
+
+    frames = (largest_log_bytes - WAL_HEADER_BYTES) // (PAGE_BYTES + FRAME_HEADER_BYTES)
+    assert sqlite.CHECKPOINT_PAGES < frames <= sqlite.CHECKPOINT_SAFETY_PAGES + 20, frames

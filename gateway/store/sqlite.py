@@ -299,11 +299,36 @@ def _read_in_thread(raw: sqlite3.Connection, work: Unit[T]) -> T:
     return _drive(work(Tx(InThread(raw))))
 
 
-# Pages of log after which a commit copies the log into the file (SQLite's default is 1,000).
-# A checkpoint ends in one disk flush of every page it copied, and the inbox's commits, which
-# carriers wait on, queue behind that flush on the same disk: at 1,400 callbacks/s, paced, the
-# p99 was 24-34 ms with 1,000 (4 MiB flushes) and 8-23 ms with 128 (bench/RESULTS.md).
+# Pages of log after which a commit copies the log into the file (SQLite's default is 1,000),
+# when the normaliser runs in the server's process. A checkpoint ends in one disk flush of every
+# page it copied, and the inbox's commits, which carriers wait on, queue behind that flush on
+# the same disk: at 1,400 callbacks/s, paced, the p99 was 24-34 ms with 1,000 (4 MiB flushes)
+# and 8-23 ms with 128 (bench/RESULTS.md). With the normaliser in its own process, a
+# Checkpointer there does this instead, and commits checkpoint only past SQLite's usual 1,000.
 CHECKPOINT_PAGES = 128
+CHECKPOINT_SAFETY_PAGES = 1000
+
+
+class Checkpointer:
+    """Copies the main database's log into its file from a connection of its own, beside the
+    writers: a checkpoint inside a commit holds the write lock through its disk flush."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Checkpointer:
+        return cls(await connect(Path(path), "database"))
+
+    async def checkpoint(self) -> None:
+        """Copy what the log holds, without waiting for anyone (PASSIVE)."""
+        try:
+            await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"checkpoint failed: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._conn.close()
 
 
 class Store:
@@ -338,6 +363,11 @@ class Store:
             await store.close()
             raise
         return store
+
+    async def leave_checkpoints_to_checkpointer(self) -> None:
+        """Commits checkpoint only past SQLite's usual 1,000 pages, should the Checkpointer
+        (in the normaliser's process) be down."""
+        await self._conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_SAFETY_PAGES}")
 
     async def close(self) -> None:
         await self._conn.close()
