@@ -26,6 +26,7 @@ import uvloop
 from gateway import logs
 from gateway.clock import SystemClock
 from gateway.config import Config
+from gateway.errors import StoreError
 from gateway.gc_tuning import tune_for_serving
 from gateway.normaliser import POLL_INTERVAL_S, Normaliser, Outcomes
 from gateway.store import Store
@@ -291,8 +292,22 @@ async def _checkpoint_forever(inbox: Inbox) -> None:
 
 
 async def _checkpoint_database_forever(checkpointer: Checkpointer) -> None:
+    failing = False
+
     async def checkpoint() -> int:
-        await checkpointer.checkpoint()
+        # Fifty tries a second: say once that they fail, not each time. Nothing waits on them;
+        # commits checkpoint past CHECKPOINT_SAFETY_PAGES meanwhile.
+        nonlocal failing
+        try:
+            await checkpointer.checkpoint()
+        except StoreError as exc:
+            if not failing:
+                log.warning("database checkpoints failing, commits will do them: %s", exc)
+            failing = True
+            return 0
+        if failing:
+            log.info("database checkpoints work again")
+        failing = False
         return 0  # then wait the interval
 
     await run_forever("database checkpoint", checkpoint, Wakeup(), DATABASE_CHECKPOINT_INTERVAL_S)

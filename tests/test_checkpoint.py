@@ -4,9 +4,16 @@ behind that flush when they share the disk."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from pathlib import Path
 
+import pytest
+
+from gateway import normaliser_process
+from gateway.errors import StoreError
 from gateway.store import Store, sqlite
 
 PAGE_BYTES = 4096
@@ -85,3 +92,32 @@ async def test_without_the_checkpointer_commits_still_checkpoint_past_the_safety
 
     frames = (largest_log_bytes - WAL_HEADER_BYTES) // (PAGE_BYTES + FRAME_HEADER_BYTES)
     assert sqlite.CHECKPOINT_PAGES < frames <= sqlite.CHECKPOINT_SAFETY_PAGES + 20, frames
+
+
+async def test_failing_checkpoints_are_logged_once_not_fifty_times_a_second(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db_path = tmp_path / "gateway.db"
+    store = await Store.open(db_path)
+    checkpointer = await sqlite.Checkpointer.open(db_path)
+    await store.leave_checkpoints_to_checkpointer()
+    await checkpointer.checkpoint()  # works, and leaves the log empty
+    await store.atomic(lambda tx: tx.execute("CREATE TABLE scratch (body BLOB NOT NULL)"))
+    await store.atomic(lambda tx: tx.execute("INSERT INTO scratch VALUES (zeroblob(100000))"))
+    await store.close()  # not the last connection: its pages wait in the log
+    os.truncate(db_path, 0)  # the file under the log gone: every checkpoint fails
+    caplog.set_level(logging.INFO, logger="gateway.normaliser_process")
+    try:
+        with pytest.raises(StoreError):
+            await checkpointer.checkpoint()
+        loop = asyncio.create_task(normaliser_process._checkpoint_database_forever(checkpointer))
+        await asyncio.sleep(20 * normaliser_process.DATABASE_CHECKPOINT_INTERVAL_S)
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    finally:
+        await checkpointer.close()
+
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "checkpoints failing" in warnings[0].getMessage()
