@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -22,23 +23,34 @@ FRAME_HEADER_BYTES = 24
 PAGES_PER_TRANSACTION = 10
 
 
+async def largest_log_frames(
+    store: Store, db_path: Path, commits: int, every_fifth: Callable[[], Awaitable[None]] | None
+) -> int:
+    """Commit `commits` transactions of PAGES_PER_TRANSACTION pages each, calling `every_fifth`
+    after every fifth; the most frames the log file held meanwhile."""
+    await store.atomic(lambda tx: tx.execute("CREATE TABLE scratch (body BLOB NOT NULL)"))
+    body = bytes(PAGE_BYTES * PAGES_PER_TRANSACTION)
+    largest_log_bytes = 0
+    for n in range(commits):
+        await store.atomic(lambda tx: tx.execute("INSERT INTO scratch VALUES (?)", (body,)))
+        if every_fifth is not None and n % 5 == 4:
+            await every_fifth()
+        log_bytes = os.stat(f"{db_path}-wal").st_size  # a metadata read, not blocking I/O
+        largest_log_bytes = max(largest_log_bytes, log_bytes)
+    return (largest_log_bytes - WAL_HEADER_BYTES) // (PAGE_BYTES + FRAME_HEADER_BYTES)
+
+
 async def test_the_log_stays_near_the_checkpoint_size_under_back_to_back_commits(
     tmp_path: Path,
 ) -> None:
     db_path = tmp_path / "gateway.db"
     store = await Store.open(db_path)
     try:
-        await store.atomic(lambda tx: tx.execute("CREATE TABLE scratch (body BLOB NOT NULL)"))
-        body = bytes(PAGE_BYTES * PAGES_PER_TRANSACTION)
-        largest_log_bytes = 0
-        for _ in range(200):  # 2,000 pages in all: SQLite's default would let 1,000 pile up
-            await store.atomic(lambda tx: tx.execute("INSERT INTO scratch VALUES (?)", (body,)))
-            log_bytes = os.stat(f"{db_path}-wal").st_size  # a metadata read, not blocking I/O
-            largest_log_bytes = max(largest_log_bytes, log_bytes)
+        # 2,000 pages in all: SQLite's default would let 1,000 pile up.
+        frames = await largest_log_frames(store, db_path, 200, every_fifth=None)
     finally:
         await store.close()
 
-    frames = (largest_log_bytes - WAL_HEADER_BYTES) // (PAGE_BYTES + FRAME_HEADER_BYTES)
     # The log restarts after each checkpoint, so it never holds much more than one checkpoint's
     # worth of pages plus the transaction that crossed the line.
     assert frames <= sqlite.CHECKPOINT_PAGES + 2 * PAGES_PER_TRANSACTION, frames
@@ -53,20 +65,12 @@ async def test_a_checkpointer_beside_the_writers_keeps_the_log_small(tmp_path: P
     checkpointer = await sqlite.Checkpointer.open(db_path)
     try:
         await store.leave_checkpoints_to_checkpointer()
-        await store.atomic(lambda tx: tx.execute("CREATE TABLE scratch (body BLOB NOT NULL)"))
-        body = bytes(PAGE_BYTES * PAGES_PER_TRANSACTION)
-        largest_log_bytes = 0
-        for n in range(200):
-            await store.atomic(lambda tx: tx.execute("INSERT INTO scratch VALUES (?)", (body,)))
-            if n % 5 == 4:  # as the Checkpointer's interval would fall, a few commits apart
-                await checkpointer.checkpoint()
-            log_bytes = os.stat(f"{db_path}-wal").st_size  # a metadata read, not blocking I/O
-            largest_log_bytes = max(largest_log_bytes, log_bytes)
+        # As the Checkpointer's interval would fall, a few commits apart.
+        frames = await largest_log_frames(store, db_path, 200, checkpointer.checkpoint)
     finally:
         await checkpointer.close()
         await store.close()
 
-    frames = (largest_log_bytes - WAL_HEADER_BYTES) // (PAGE_BYTES + FRAME_HEADER_BYTES)
     # A log restart can miss one interval (it waits for the next writer): a few intervals'
     # pages at most, far under the commits' own 1,000.
     assert frames <= 3 * 5 * PAGES_PER_TRANSACTION + 10, frames
@@ -80,17 +84,10 @@ async def test_without_the_checkpointer_commits_still_checkpoint_past_the_safety
     store = await Store.open(db_path)
     try:
         await store.leave_checkpoints_to_checkpointer()  # and then no checkpointer runs
-        await store.atomic(lambda tx: tx.execute("CREATE TABLE scratch (body BLOB NOT NULL)"))
-        body = bytes(PAGE_BYTES * PAGES_PER_TRANSACTION)
-        largest_log_bytes = 0
-        for _ in range(300):
-            await store.atomic(lambda tx: tx.execute("INSERT INTO scratch VALUES (?)", (body,)))
-            log_bytes = os.stat(f"{db_path}-wal").st_size  # a metadata read, not blocking I/O
-            largest_log_bytes = max(largest_log_bytes, log_bytes)
+        frames = await largest_log_frames(store, db_path, 300, every_fifth=None)
     finally:
         await store.close()
 
-    frames = (largest_log_bytes - WAL_HEADER_BYTES) // (PAGE_BYTES + FRAME_HEADER_BYTES)
     assert sqlite.CHECKPOINT_PAGES < frames <= sqlite.CHECKPOINT_SAFETY_PAGES + 20, frames
 
 
