@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import uvloop
@@ -233,16 +233,18 @@ def _lower_priority(priority: str) -> None:
 
 async def _serve(config: Config, sock: socket.socket) -> None:
     store = await Store.open(config.database.path)
-    await store.leave_checkpoints_to_checkpointer()
-    checkpointer = await Checkpointer.open(config.database.path)
     try:
-        inbox = await Inbox.open(inbox_path(config.database.path))
+        await store.leave_checkpoints_to_checkpointer()
+        checkpointer = await Checkpointer.open(config.database.path)
         try:
-            await _normalise_until_told(config, store, inbox, checkpointer, sock)
+            inbox = await Inbox.open(inbox_path(config.database.path))
+            try:
+                await _normalise_until_told(config, store, inbox, checkpointer, sock)
+            finally:
+                await inbox.close()
         finally:
-            await inbox.close()
+            await checkpointer.close()
     finally:
-        await checkpointer.close()
         await store.close()
 
 
@@ -274,8 +276,10 @@ async def _normalise_until_told(
         asyncio.create_task(
             run_forever("normaliser", normaliser.run_once, wakeup, POLL_INTERVAL_S)
         ),
-        asyncio.create_task(_checkpoint_forever(inbox)),
-        asyncio.create_task(_checkpoint_database_forever(checkpointer)),
+        asyncio.create_task(_checkpoint_forever("inbox", inbox.checkpoint, CHECKPOINT_INTERVAL_S)),
+        asyncio.create_task(
+            _checkpoint_forever("database", checkpointer.checkpoint, DATABASE_CHECKPOINT_INTERVAL_S)
+        ),
     ]
     await stop.wait()
     for worker in workers:
@@ -283,34 +287,28 @@ async def _normalise_until_told(
     await asyncio.gather(*workers, return_exceptions=True)
 
 
-async def _checkpoint_forever(inbox: Inbox) -> None:
-    async def checkpoint() -> int:
-        await inbox.checkpoint()
-        return 0  # then wait the interval
-
-    await run_forever("inbox checkpoint", checkpoint, Wakeup(), CHECKPOINT_INTERVAL_S)
-
-
-async def _checkpoint_database_forever(checkpointer: Checkpointer) -> None:
+async def _checkpoint_forever(
+    what: str, checkpoint: Callable[[], Awaitable[None]], interval_s: float
+) -> None:
+    """Call `checkpoint` every `interval_s`. Nothing waits on it (commits checkpoint past their
+    own line meanwhile), so a failure is said once, not at every try (fifty a second)."""
     failing = False
 
-    async def checkpoint() -> int:
-        # Fifty tries a second: say once that they fail, not each time. Nothing waits on them;
-        # commits checkpoint past CHECKPOINT_SAFETY_PAGES meanwhile.
+    async def step() -> int:
         nonlocal failing
         try:
-            await checkpointer.checkpoint()
+            await checkpoint()
         except StoreError as exc:
             if not failing:
-                log.warning("database checkpoints failing, commits will do them: %s", exc)
+                log.warning("%s checkpoints failing, commits will do them: %s", what, exc)
             failing = True
             return 0
         if failing:
-            log.info("database checkpoints work again")
+            log.info("%s checkpoints work again", what)
         failing = False
         return 0  # then wait the interval
 
-    await run_forever("database checkpoint", checkpoint, Wakeup(), DATABASE_CHECKPOINT_INTERVAL_S)
+    await run_forever(f"{what} checkpoint", step, Wakeup(), interval_s)
 
 
 def _read_wakes(sock: socket.socket, wakeup: Wakeup, stop: asyncio.Event) -> None:

@@ -113,7 +113,13 @@ async def test_failing_checkpoints_are_logged_once_not_fifty_times_a_second(
     try:
         with pytest.raises(StoreError):
             await checkpointer.checkpoint()
-        loop = asyncio.create_task(normaliser_process._checkpoint_database_forever(checkpointer))
+        loop = asyncio.create_task(
+            normaliser_process._checkpoint_forever(
+                "database",
+                checkpointer.checkpoint,
+                normaliser_process.DATABASE_CHECKPOINT_INTERVAL_S,
+            )
+        )
         await asyncio.sleep(20 * normaliser_process.DATABASE_CHECKPOINT_INTERVAL_S)
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -123,7 +129,7 @@ async def test_failing_checkpoints_are_logged_once_not_fifty_times_a_second(
 
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
-    assert "checkpoints failing" in warnings[0].getMessage()
+    assert "database checkpoints failing" in warnings[0].getMessage()
 
 
 def log_copied(db_path: Path) -> tuple[int, int]:

@@ -372,7 +372,10 @@ class Store:
     async def leave_checkpoints_to_checkpointer(self) -> None:
         """Commits checkpoint only past SQLite's usual 1,000 pages: the Checkpointer (in the
         normaliser's process) does the bulk of it, and this is all there is while it is down."""
-        await self._conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_SAFETY_PAGES}")
+        try:
+            await self._conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_SAFETY_PAGES}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
 
     async def close(self) -> None:
         await self._conn.close()
