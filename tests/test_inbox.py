@@ -28,7 +28,7 @@ from gateway.config import Config, DatabaseConfig
 from gateway.models import Customer
 from gateway.normaliser import encode_callback
 from gateway.store import Store
-from gateway.store.inbox import inbox_path
+from gateway.store.inbox import Inbox, inbox_path
 from tests.conftest import SANDBOX_SECRET, GatewayServer, ServerFactory, eventually, free_socket
 from tests.test_api_messages import assert_error
 from tests.test_crash import cli, ready, serving, write_config
@@ -190,6 +190,22 @@ async def test_a_lost_inbox_file_does_not_make_new_callbacks_look_applied(
     assert await post_unsettled(second, tenant.number, "in-after", "after the loss") == 200
     await second.settled()
     assert "after the loss" in {m.text for m in await all_messages(second, tenant.id)}
+
+
+async def test_one_append_of_many_rows_keeps_every_row_in_its_order(tmp_path: Path) -> None:
+    # 511 = 256 + 128 + ... + 1: every statement size the append writes with.
+    inbox = await Inbox.open(tmp_path / "gateway.inbox.db")
+    try:
+        rows = [
+            (f"carrier-{i}", f"2026-01-01 00:00:{i % 60:02d}.000000", b"%d" % i) for i in range(511)
+        ]
+        await inbox.append(rows)
+        await inbox.append(rows[:2])
+        stored = await inbox.after(0, 1000)
+    finally:
+        await inbox.close()
+    assert [(e.carrier, e.received_at, e.callback) for e in stored] == rows + rows[:2]
+    assert [e.id for e in stored] == list(range(1, 514))
 
 
 async def test_callbacks_are_refused_503_while_too_many_wait(start_gateway: ServerFactory) -> None:
