@@ -93,14 +93,13 @@ class WebhookDeliverer:
         for customer_id, in_flight_now in self._in_flight.items():
             room[customer_id] = room.get(customer_id, per_endpoint) - in_flight_now
         lease_until = later(now, self._config.timeout_s + LEASE_MARGIN_S)
-        events = await self._store.claim_due_events(
+        claimed = await self._store.claim_due_events(
             format_time(now), lease_until, free, per_endpoint, room
         )
-        fitting, surplus = self._fit(events, now)
+        fitting, surplus = self._fit(claimed.events, now)
         if surplus:
             await self._store.release_events([event.seq for event in surplus])
-        # One lookup for the batch: the endpoint, method and secrets as they are now.
-        customers = await self._store.get_customers({event.customer_id for event in fitting})
+        customers = claimed.customers  # the endpoint, method and secrets as they are now
         return [self._start(event, customers.get(event.customer_id)) for event in fitting]
 
     def _room(self, customer_id: str, now: dt.datetime) -> int:

@@ -22,7 +22,7 @@ from gateway.clock import ManualClock, format_time
 from gateway.delivery_policy import Answer, ErrorClass, next_delay_s, retry_after_s
 from gateway.models import Address, Customer, Direction, EventType, Message
 from gateway.signing import generate_webhook_secret
-from gateway.store import Attempt, EndpointHealth, Store
+from gateway.store import Attempt, AttemptOutcome, EndpointHealth, Store
 from gateway.webhook_attempt import signatures
 from tests.conftest import (
     CustomerEndpoint,
@@ -340,15 +340,16 @@ async def test_a_resend_during_an_attempt_neither_overtakes_nor_vanishes(
     await server.gateway.dispatcher.submit_due()  # the target is sent: message_updated queued
     now = format_time(clock.now())
     lease = format_time(clock.now() + dt.timedelta(seconds=60))
-    [in_flight] = await store.claim_due_events(now, lease, 10, 10, {})
+    [in_flight] = (await store.claim_due_events(now, lease, 10, 10, {})).events
     assert in_flight.event_type == "message_updated"
     assert await store.requeue_message_events(message_id, now) == 2  # an operator's resend
-    assert await store.claim_due_events(now, lease, 10, 10, {}) == []  # created must not overtake
+    claimed = await store.claim_due_events(now, lease, 10, 10, {})
+    assert claimed.events == []  # created must not overtake
     attempt = Attempt(in_flight.seq, 1, "scheduled", now, "u", 200, 1.0, "", "")
     await store.finish_attempt(attempt, in_flight.requeues, "delivered", None)
     states = await store.outbox_states(message_id)
     assert [state for _, state, _ in states] == ["pending", "pending"]  # the resend stands
-    [head] = await store.claim_due_events(now, lease, 10, 10, {})
+    [head] = (await store.claim_due_events(now, lease, 10, 10, {})).events
     assert head.event_type == "message_created"  # in order again
 
 
@@ -431,9 +432,48 @@ async def test_one_endpoints_backlog_never_crowds_another_out_of_a_claim(tmp_pat
                         b"{}", now,
                     )  # fmt: skip
         lease = format_time(START + dt.timedelta(seconds=60))
-        claimed = await store.claim_due_events(now, lease, 8, 4, {})
+        claimed = (await store.claim_due_events(now, lease, 8, 4, {})).events
         per_customer = collections.Counter(event.customer_id for event in claimed)
         assert per_customer == {backlogged.id: 4, healthy.id: 3}
+    finally:
+        await store.close()
+
+
+async def test_a_batch_of_successes_records_each_and_leaves_a_resent_event_to_go_again(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "batch.db")
+    try:
+        now = format_time(START)
+        [customer] = await stored_customers(store, "batch")
+        messages = [a_message(customer) for _ in range(3)]
+        async with store.transaction() as tx:
+            for message in messages:
+                body = events.event_body(EventType.MESSAGE_CREATED, message)
+                await tx.add_event(
+                    events.new_event_id(), EventType.MESSAGE_CREATED, message, body, now
+                )
+        lease = format_time(START + dt.timedelta(seconds=60))
+        claimed = (await store.claim_due_events(now, lease, 8, 8, {})).events
+        assert len(claimed) == 3
+        resent = claimed[1]
+        assert await store.requeue_message_events(resent.message_id, now) == 1
+        await store.finish_attempts([
+            AttemptOutcome(
+                Attempt(e.seq, 1, "scheduled", now, "u", 200, 1.5, "", "ok"), e.requeues,
+                "delivered", None, EndpointHealth(customer.id, True, now),
+            )
+            for e in claimed
+        ])  # fmt: skip
+        for event in claimed:
+            [(_, state, attempts)] = await store.outbox_states(event.message_id)
+            assert (state, attempts) == ("pending" if event is resent else "delivered", 1)
+            [logged] = await store.list_attempts(event.event_id)
+            assert (logged.status_code, logged.duration_ms, logged.response_excerpt) == (
+                200, 1.5, "ok",
+            )  # fmt: skip
+        [again] = (await store.claim_due_events(now, lease, 8, 8, {})).events
+        assert again.seq == resent.seq  # the resend stands: it goes out again
     finally:
         await store.close()
 
@@ -452,7 +492,7 @@ async def test_a_claim_takes_no_more_than_each_endpoints_room(tmp_path: Path) ->
                     )  # fmt: skip
         lease = format_time(START + dt.timedelta(seconds=60))
         room = {probing.id: 1, half_full.id: 2, paused.id: 0}
-        claimed = await store.claim_due_events(now, lease, 64, 4, room)
+        claimed = (await store.claim_due_events(now, lease, 64, 4, room)).events
         per_customer = collections.Counter(event.customer_id for event in claimed)
         assert per_customer == {probing.id: 1, half_full.id: 2, other.id: 4}
     finally:
@@ -471,7 +511,7 @@ async def test_events_waiting_behind_a_retry_are_not_due_so_claims_skip_them(
         message = a_message(failing)
         async with store.transaction() as tx:
             await tx.add_event("evt_created", EventType.MESSAGE_CREATED, message, b"{}", now)
-        [head] = await store.claim_due_events(now, lease, 8, 4, {})
+        [head] = (await store.claim_due_events(now, lease, 8, 4, {})).events
         async with store.transaction() as tx:  # queued while the first is in flight
             await tx.add_event("evt_sent", EventType.MESSAGE_UPDATED, message, b"{}", now)
         attempt = Attempt(head.seq, 1, "scheduled", now, "u", 503, 1.0, "HTTP 503", "")
@@ -492,13 +532,13 @@ async def test_events_waiting_behind_a_retry_are_not_due_so_claims_skip_them(
             ("evt_updated", retry_at),
         ]
         # Only the healthy customer's event may go now; the failing one's wait for 300 s.
-        assert [e.event_id for e in await store.claim_due_events(now, lease, 1, 4, {})] == [
-            "evt_other"
-        ]
-        assert await store.claim_due_events(now, lease, 8, 4, {}) == []
+        assert [
+            e.event_id for e in (await store.claim_due_events(now, lease, 1, 4, {})).events
+        ] == ["evt_other"]
+        assert (await store.claim_due_events(now, lease, 8, 4, {})).events == []
         later_on = format_time(START + dt.timedelta(seconds=301))
         lease = format_time(START + dt.timedelta(seconds=400))
-        claimed = await store.claim_due_events(later_on, lease, 8, 4, {})
+        claimed = (await store.claim_due_events(later_on, lease, 8, 4, {})).events
         # In order: the retry first, then (once it is done) the update. (evt_other's lease ran out
         # unfinished, so it is due again too.)
         assert [e.event_id for e in claimed if e.customer_id == failing.id] == ["evt_created"]

@@ -154,7 +154,7 @@ async def test_claims_with_nothing_due_take_no_write_lock(tmp_path: Path) -> Non
     hold up) the normaliser and the API for the write lock."""
     now, later = "2026-11-27T00:00:00.000000Z", "2026-11-27T00:01:00.000000Z"
     async with store_behind_stuck_holder(tmp_path / "gateway.db") as (store, _):
-        assert await store.claim_due_events(now, later, 10, 10, {}) == []
+        assert (await store.claim_due_events(now, later, 10, 10, {})).events == []
         assert await store.claim_due_targets(now, later, 10) == []
 
 
@@ -170,11 +170,11 @@ async def test_a_poll_whose_due_events_wait_behind_one_in_flight_takes_no_write_
     await server.gateway.dispatcher.submit_due()  # message_updated (sent) queued
     now = format_time(clock.now())
     lease_until = format_time(clock.now() + dt.timedelta(seconds=60))
-    [_in_flight] = await store.claim_due_events(now, lease_until, 10, 10, {})
+    [_in_flight] = (await store.claim_due_events(now, lease_until, 10, 10, {})).events
     assert await store.requeue_message_events(message_id, now) > 0  # due, behind it
     store._writer._timeout_s = 0.3  # the lock is what is under test
     async with stuck_holder(server.config.database.path):
-        assert await store.claim_due_events(now, lease_until, 10, 10, {}) == []
+        assert (await store.claim_due_events(now, lease_until, 10, 10, {})).events == []
 
 
 def lock_descriptors(lock: Path) -> int:

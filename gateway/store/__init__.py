@@ -4,6 +4,7 @@ from gateway.store.deliveries import DeliveryLog, DeliveryQuery, DeliveryRecord,
 from gateway.store.records import (
     Attempt,
     AttemptOutcome,
+    ClaimedEvents,
     DispatchJob,
     EndpointHealth,
     InboundKey,
@@ -18,6 +19,7 @@ from gateway.store.tx import Tx
 __all__ = [
     "Attempt",
     "AttemptOutcome",
+    "ClaimedEvents",
     "DeliveryLog",
     "DeliveryQuery",
     "DeliveryRecord",

@@ -20,6 +20,7 @@ import aiosqlite
 import msgspec
 
 from gateway.errors import StoreError
+from gateway.store import bulk
 from gateway.store.sqlite import connect
 
 # AUTOINCREMENT: ids never come back after a delete, so one applied id marks everything before.
@@ -27,7 +28,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     "carrier TEXT NOT NULL, received_at TEXT NOT NULL, callback BLOB NOT NULL)"
 )
-_APPEND = "INSERT INTO inbox (carrier, received_at, callback) VALUES "
+_APPEND = "INSERT INTO inbox (carrier, received_at, callback) VALUES"
 _SEQUENCE = "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'"
 _AFTER = "SELECT id, carrier, received_at, callback FROM inbox WHERE id > ? ORDER BY id LIMIT ?"
 
@@ -49,23 +50,11 @@ def inbox_path(database_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.inbox{path.suffix or '.db'}")
 
 
-# Rows per INSERT statement, largest first: a batch of n rows takes one statement per bit of n.
-# executemany gives up the GIL for every row's step and must win it back from the event loop's
-# thread each time, which is busy with the requests: at 7,500 callbacks/s that put the p99 at
-# 7-11 ms, against 7-9 ms with one statement per chunk (bench/RESULTS.md).
-_CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
-_APPENDS = {n: _APPEND + ", ".join(["(?, ?, ?)"] * n) for n in _CHUNKS}
-
-
 def _append_in_thread(raw: sqlite3.Connection, rows: Sequence[tuple[str, str, bytes]]) -> None:
     try:
         raw.execute("BEGIN IMMEDIATE")
-        start = 0
-        for size in _CHUNKS:
-            while len(rows) - start >= size:
-                chunk = rows[start : start + size]
-                raw.execute(_APPENDS[size], [value for row in chunk for value in row])
-                start += size
+        for sql, parameters in bulk.inserts(_APPEND, rows):  # see bulk: not executemany
+            raw.execute(sql, parameters)
         raw.execute("COMMIT")
     except sqlite3.Error as exc:
         with contextlib.suppress(sqlite3.Error):

@@ -43,6 +43,13 @@ class OutboxEvent(msgspec.Struct, frozen=True):
     requeues: int  # as claimed: a requeue (resend, recover) since then increments it
 
 
+class ClaimedEvents(msgspec.Struct, frozen=True):
+    """Events leased for attempts, and their endpoints' customers as they are at the claim."""
+
+    events: list[OutboxEvent]
+    customers: dict[str, Customer]
+
+
 class Attempt(msgspec.Struct, frozen=True):
     """One delivery attempt, as recorded in the attempt log."""
 

@@ -25,13 +25,14 @@ import msgspec
 from gateway.clock import NEVER
 from gateway.errors import OwnershipConflict, StoreError
 from gateway.models import Customer, Message, Number
+from gateway.store import bulk
 from gateway.store.records import (
     Attempt,
     AttemptOutcome,
+    ClaimedEvents,
     DispatchJob,
     EndpointHealth,
     InboundKey,
-    OutboxEvent,
     TargetRef,
     customer_from,
     dispatch_job_from,
@@ -68,7 +69,9 @@ class _UnitFailed(Exception):
     """A unit of a batch without savepoints raised: the batch runs again with them."""
 
 
-_CUSTOMERS_BY_ID = "SELECT * FROM customers WHERE id IN ({marks})"  # only "?" marks go in
+# Lists go in as one JSON array (bulk.json_list): one step where executemany takes one per row.
+_CUSTOMERS_BY_ID = "SELECT * FROM customers WHERE id IN (SELECT value FROM json_each(?))"
+_LEASE = "UPDATE outbox SET lease_until = ? WHERE seq IN (SELECT value FROM json_each(?))"
 
 
 Unit = Callable[[Tx], Coroutine[Any, Any, T]]
@@ -515,13 +518,10 @@ class Store:
 
     async def get_customers(self, customer_ids: Collection[str]) -> dict[str, Customer]:
         """Several customers in one query, by id."""
-        ids = list(customer_ids)
-        if not ids:
+        if not customer_ids:
             return {}
-        marks = ",".join("?" * len(ids))
         async with self.reading() as tx:
-            rows = await tx.all(_CUSTOMERS_BY_ID.format(marks=marks), ids)
-        return {row["id"]: customer_from(row) for row in rows}
+            return await _customers_by_id(tx, customer_ids)
 
     async def get_customer(self, customer_id: str) -> Customer | None:
         async with self.reading() as tx:
@@ -633,10 +633,11 @@ class Store:
 
     async def claim_due_events(
         self, now: str, lease_until: str, limit: int, per_customer: int, room: Mapping[str, int]
-    ) -> list[OutboxEvent]:
+    ) -> ClaimedEvents:
         """Due events to attempt, leased: each message's oldest pending event only (order), at
         most `per_customer` per endpoint, or its `room` where one is given (what is left beside
-        its attempts in flight, or a paused endpoint's 0); none for disabled endpoints."""
+        its attempts in flight, or a paused endpoint's 0); none for disabled endpoints. With
+        them, their customers (endpoint, method, secrets) as they are now, in the same hop."""
         busy = [customer_id for customer_id, free in room.items() if free <= 0]
         due_customers = _DUE_CUSTOMERS.format(busy=",".join("?" * len(busy)))
 
@@ -651,20 +652,19 @@ class Store:
                 rows += await tx.all(_CUSTOMER_DUE_EVENTS, (customer["id"], now, now, now, take))
             return rows
 
-        async def claim(tx: Tx) -> list[OutboxEvent]:
+        async def claim(tx: Tx) -> ClaimedEvents:
             rows = await due(tx, limit)
-            await tx.executemany(
-                "UPDATE outbox SET lease_until = ? WHERE seq = ?",
-                [(lease_until, row["seq"]) for row in rows],
-            )
+            await tx.execute(_LEASE, (lease_until, bulk.json_list([row["seq"] for row in rows])))
             rows.sort(key=lambda row: (row["next_attempt_at"], row["seq"]))
-            return [outbox_event_from(row) for row in rows]
+            events = [outbox_event_from(row) for row in rows]
+            customers = await _customers_by_id(tx, {event.customer_id for event in events})
+            return ClaimedEvents(events, customers)
 
         # Most wakes find nothing that can go (events are made for endpoints only, and a
         # message's next event waits while one is in flight): those take no write lock, which
         # the normaliser and the API need. The same selection, read only, decides.
         if not await self.read(lambda tx: due(tx, 1)):
-            return []
+            return ClaimedEvents([], {})
         return await self.atomic(claim)
 
     async def prune(self, before: str, limit: int) -> int:
@@ -694,11 +694,7 @@ class Store:
 
     async def release_events(self, seqs: Collection[int]) -> None:
         """Give claimed events back unattempted (the worker had no room for them after all)."""
-        await self.atomic(
-            lambda tx: tx.executemany(
-                "UPDATE outbox SET lease_until = NULL WHERE seq = ?", [(seq,) for seq in seqs]
-            )
-        )
+        await self.atomic(lambda tx: tx.execute(_LEASE, (None, bulk.json_list(list(seqs)))))
 
     async def finish_attempt(
         self,
@@ -717,11 +713,7 @@ class Store:
     async def finish_attempts(self, outcomes: list[AttemptOutcome]) -> None:
         """Record many attempts in one transaction (group commit: one disk sync for all)."""
 
-        async def finish(tx: Tx) -> None:
-            for outcome in outcomes:
-                await tx.finish_attempt(outcome)
-
-        await self.atomic(finish)
+        await self.atomic(lambda tx: tx.finish_attempts(outcomes))
 
     async def requeue_message_events(self, message_id: str, now: str) -> int:
         """Queue every event of a message again (manual resend); the webhook-ids stay."""
@@ -768,3 +760,8 @@ class Store:
             "targets_queued": int(targets["n"]) if targets else 0,
             "inbound_unrouted": int(unrouted["n"]) if unrouted else 0,
         }
+
+
+async def _customers_by_id(tx: Tx, customer_ids: Collection[str]) -> dict[str, Customer]:
+    rows = await tx.all(_CUSTOMERS_BY_ID, (bulk.json_list(list(customer_ids)),))
+    return {row["id"]: customer_from(row) for row in rows}

@@ -11,6 +11,7 @@ import msgspec
 from gateway.clock import NEVER
 from gateway.errors import StoreError
 from gateway.models import Customer, EventType, Message, Number, Target
+from gateway.store import bulk
 from gateway.store.records import (
     AttemptOutcome,
     EndpointHealth,
@@ -24,6 +25,36 @@ from gateway.store.records import (
 )
 
 _encoder = msgspec.json.Encoder()
+
+_LOG_ATTEMPTS = (
+    "INSERT INTO webhook_attempts (outbox_seq, attempt_number, trigger, tm_attempt, url, "
+    "status_code, duration_ms, error, response_excerpt, error_class) VALUES"
+)
+# Delivered attempts, one JSON list of [seq, requeues as claimed, attempt time, error] for all.
+_DONE = (
+    "WITH d AS (SELECT json_extract(value, '$[0]') AS seq, "
+    "json_extract(value, '$[1]') AS requeues, json_extract(value, '$[2]') AS tm, "
+    "json_extract(value, '$[3]') AS error FROM json_each(?)) "
+)
+_DELIVERED = _DONE + (  # noqa: S608 - fixed fragments
+    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, next_attempt_at = ?, "
+    "lease_until = NULL, last_error = d.error, tm_update = d.tm, trigger = 'scheduled' "
+    "FROM d WHERE outbox.seq = d.seq AND outbox.requeues = d.requeues"
+)
+_REQUEUED = _DONE + (  # noqa: S608 - fixed fragments
+    "SELECT d.seq, d.tm, d.error FROM d JOIN outbox o ON o.seq = d.seq "
+    "WHERE o.requeues != d.requeues"
+)
+# Requeued (resend, recover) while in flight: the attempt counts, the requeue stands, and the
+# event goes out again.
+_ATTEMPTED_REQUEUED = (
+    "UPDATE outbox SET attempts = attempts + 1, lease_until = NULL, last_error = ?, "
+    "tm_update = ? WHERE seq = ?"
+)
+_HEALTHY = (  # a healthy endpoint's row is left unwritten
+    "UPDATE customers SET webhook_failing_since = '' "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND webhook_failing_since != ''"
+)
 
 
 T = TypeVar("T")
@@ -312,28 +343,36 @@ class Tx:
         parts = [msgspec.convert(dict(row), InboundPart) for row in rows]
         return sorted(parts, key=lambda part: part.part)
 
+    async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
+        """Attempts into the log, and their events' states after them. The usual batch, every
+        attempt delivered, takes a few statements whatever its size (see bulk); any other goes
+        one attempt at a time, in order (a failure's health must not overtake a success's)."""
+        if any(outcome.state != "delivered" for outcome in outcomes):
+            for outcome in outcomes:
+                await self.finish_attempt(outcome)
+            return
+        healthy = {o.health.customer_id for o in outcomes if o.health is not None}
+        if healthy:
+            await self.execute(_HEALTHY, (bulk.json_list(sorted(healthy)),))
+        for sql, parameters in bulk.inserts(_LOG_ATTEMPTS, [_attempt_row(o) for o in outcomes]):
+            await self.execute(sql, parameters)
+        done = [
+            (o.attempt.outbox_seq, o.requeues, o.attempt.tm_attempt, o.attempt.error)
+            for o in outcomes
+        ]
+        cursor = await self.execute(_DELIVERED, (bulk.json_list(done), NEVER))
+        if cursor.rowcount < len(done):
+            # Requeued (resend, recover) while in flight: as in finish_attempt.
+            for row in await self.all(_REQUEUED, (bulk.json_list(done),)):
+                await self.execute(_ATTEMPTED_REQUEUED, (row["error"], row["tm"], row["seq"]))
+
     async def finish_attempt(self, outcome: AttemptOutcome) -> None:
         """One attempt into the log, and the event's state after it."""
         attempt = outcome.attempt
         if outcome.health is not None:
             await self.record_endpoint_health(outcome.health)
-        await self.execute(
-            "INSERT INTO webhook_attempts (outbox_seq, attempt_number, trigger, tm_attempt, "
-            "url, status_code, duration_ms, error, response_excerpt, error_class) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                attempt.outbox_seq,
-                attempt.attempt_number,
-                attempt.trigger,
-                attempt.tm_attempt,
-                attempt.url,
-                attempt.status_code,
-                attempt.duration_ms,
-                attempt.error,
-                attempt.response_excerpt,
-                attempt.error_class,
-            ),
-        )
+        [(sql, parameters)] = bulk.inserts(_LOG_ATTEMPTS, [_attempt_row(outcome)])
+        await self.execute(sql, parameters)
         cursor = await self.execute(
             "UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt_at = ?, "
             "lease_until = NULL, last_error = ?, tm_update = ?, trigger = 'scheduled' "
@@ -361,19 +400,13 @@ class Tx:
             # Requeued (resend, recover) while in flight: the attempt counts, the requeue
             # stands, and the event goes out again.
             await self.execute(
-                "UPDATE outbox SET attempts = attempts + 1, lease_until = NULL, "
-                "last_error = ?, tm_update = ? WHERE seq = ?",
-                (attempt.error, attempt.tm_attempt, attempt.outbox_seq),
+                _ATTEMPTED_REQUEUED, (attempt.error, attempt.tm_attempt, attempt.outbox_seq)
             )
 
     async def record_endpoint_health(self, health: EndpointHealth) -> None:
         """A success ends a run of failures; a failure starts one; a reason disables."""
         if health.succeeded:
-            await self.execute(  # a healthy endpoint's row is left unwritten
-                "UPDATE customers SET webhook_failing_since = '' "
-                "WHERE id = ? AND webhook_failing_since != ''",
-                (health.customer_id,),
-            )
+            await self.execute(_HEALTHY, (bulk.json_list([health.customer_id]),))
             return
         await self.execute(
             "UPDATE customers SET webhook_failing_since = ? "
@@ -511,3 +544,11 @@ class Tx:
             (event_id, message.customer_id, message.id, event_type.value, body, now, message.id,
              now, now),
         )  # fmt: skip
+
+
+def _attempt_row(outcome: AttemptOutcome) -> tuple[Any, ...]:
+    a = outcome.attempt
+    return (
+        a.outbox_seq, a.attempt_number, a.trigger, a.tm_attempt, a.url, a.status_code,
+        a.duration_ms, a.error, a.response_excerpt, a.error_class,
+    )  # fmt: skip
