@@ -478,6 +478,28 @@ async def test_a_batch_of_successes_records_each_and_leaves_a_resent_event_to_go
         await store.close()
 
 
+async def test_released_events_can_be_claimed_again_at_once(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "release.db")
+    try:
+        now = format_time(START)
+        [customer] = await stored_customers(store, "release")
+        async with store.transaction() as tx:
+            for _ in range(3):
+                await tx.add_event(
+                    events.new_event_id(), EventType.MESSAGE_CREATED, a_message(customer),
+                    b"{}", now,
+                )  # fmt: skip
+        lease = format_time(START + dt.timedelta(seconds=60))
+        first = await store.claim_due_events(now, lease, 8, 8, {})
+        assert first.customers == {customer.id: customer}
+        assert (await store.claim_due_events(now, lease, 8, 8, {})).events == []  # leased
+        await store.release_events([event.seq for event in first.events[:2]])
+        again = (await store.claim_due_events(now, lease, 8, 8, {})).events
+        assert [e.seq for e in again] == [e.seq for e in first.events[:2]]
+    finally:
+        await store.close()
+
+
 async def test_a_claim_takes_no_more_than_each_endpoints_room(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "room.db")
     try:

@@ -516,13 +516,6 @@ class Store:
             )
         return customer_from(row) if row else None
 
-    async def get_customers(self, customer_ids: Collection[str]) -> dict[str, Customer]:
-        """Several customers in one query, by id."""
-        if not customer_ids:
-            return {}
-        async with self.reading() as tx:
-            return await _customers_by_id(tx, customer_ids)
-
     async def get_customer(self, customer_id: str) -> Customer | None:
         async with self.reading() as tx:
             return await tx.get_customer(customer_id)

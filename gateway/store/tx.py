@@ -30,19 +30,19 @@ _LOG_ATTEMPTS = (
     "INSERT INTO webhook_attempts (outbox_seq, attempt_number, trigger, tm_attempt, url, "
     "status_code, duration_ms, error, response_excerpt, error_class) VALUES"
 )
-# Delivered attempts, one JSON list of [seq, requeues as claimed, attempt time, error] for all.
+# Delivered attempts as one JSON list of [seq, requeues as claimed, attempt time]. The list is
+# a subquery, not a WITH: sqlite3 reports no rowcount for a statement that starts with WITH.
 _DONE = (
-    "WITH d AS (SELECT json_extract(value, '$[0]') AS seq, "
-    "json_extract(value, '$[1]') AS requeues, json_extract(value, '$[2]') AS tm, "
-    "json_extract(value, '$[3]') AS error FROM json_each(?)) "
+    "(SELECT json_extract(value, '$[0]') AS seq, json_extract(value, '$[1]') AS requeues, "
+    "json_extract(value, '$[2]') AS tm FROM json_each(?)) AS d"
 )
-_DELIVERED = _DONE + (  # noqa: S608 - fixed fragments
-    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, next_attempt_at = ?, "
-    "lease_until = NULL, last_error = d.error, tm_update = d.tm, trigger = 'scheduled' "
-    "FROM d WHERE outbox.seq = d.seq AND outbox.requeues = d.requeues"
+_DELIVERED = (
+    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, next_attempt_at = ?, "  # noqa: S608 - fixed fragments
+    "lease_until = NULL, last_error = '', tm_update = d.tm, trigger = 'scheduled' "
+    f"FROM {_DONE} WHERE outbox.seq = d.seq AND outbox.requeues = d.requeues"
 )
-_REQUEUED = _DONE + (  # noqa: S608 - fixed fragments
-    "SELECT d.seq, d.tm, d.error FROM d JOIN outbox o ON o.seq = d.seq "
+_REQUEUED = (
+    f"SELECT d.seq, d.tm FROM {_DONE} JOIN outbox o ON o.seq = d.seq "  # noqa: S608 - fixed fragments
     "WHERE o.requeues != d.requeues"
 )
 # Requeued (resend, recover) while in flight: the attempt counts, the requeue stands, and the
@@ -344,10 +344,11 @@ class Tx:
         return sorted(parts, key=lambda part: part.part)
 
     async def finish_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
-        """Attempts into the log, and their events' states after them. The usual batch, every
-        attempt delivered, takes a few statements whatever its size (see bulk); any other goes
-        one attempt at a time, in order (a failure's health must not overtake a success's)."""
-        if any(outcome.state != "delivered" for outcome in outcomes):
+        """Attempts into the log, and their events' states after them. The usual batch, each
+        attempt delivered to a healthy endpoint, takes a few statements whatever its size (see
+        bulk); any other goes one attempt at a time, in order (a failure's health must not
+        overtake a success's)."""
+        if not _all_plainly_delivered(outcomes):
             for outcome in outcomes:
                 await self.finish_attempt(outcome)
             return
@@ -356,15 +357,14 @@ class Tx:
             await self.execute(_HEALTHY, (bulk.json_list(sorted(healthy)),))
         for sql, parameters in bulk.inserts(_LOG_ATTEMPTS, [_attempt_row(o) for o in outcomes]):
             await self.execute(sql, parameters)
-        done = [
-            (o.attempt.outbox_seq, o.requeues, o.attempt.tm_attempt, o.attempt.error)
-            for o in outcomes
-        ]
-        cursor = await self.execute(_DELIVERED, (bulk.json_list(done), NEVER))
-        if cursor.rowcount < len(done):
+        done = bulk.json_list(
+            [(o.attempt.outbox_seq, o.requeues, o.attempt.tm_attempt) for o in outcomes]
+        )
+        cursor = await self.execute(_DELIVERED, (NEVER, done))
+        if cursor.rowcount < len(outcomes):
             # Requeued (resend, recover) while in flight: as in finish_attempt.
-            for row in await self.all(_REQUEUED, (bulk.json_list(done),)):
-                await self.execute(_ATTEMPTED_REQUEUED, (row["error"], row["tm"], row["seq"]))
+            for row in await self.all(_REQUEUED, (done,)):
+                await self.execute(_ATTEMPTED_REQUEUED, ("", row["tm"], row["seq"]))
 
     async def finish_attempt(self, outcome: AttemptOutcome) -> None:
         """One attempt into the log, and the event's state after it."""
@@ -552,3 +552,16 @@ def _attempt_row(outcome: AttemptOutcome) -> tuple[Any, ...]:
         a.outbox_seq, a.attempt_number, a.trigger, a.tm_attempt, a.url, a.status_code,
         a.duration_ms, a.error, a.response_excerpt, a.error_class,
     )  # fmt: skip
+
+
+def _all_plainly_delivered(outcomes: Sequence[AttemptOutcome]) -> bool:
+    """Delivered, no error, no health but a success, each event once: what the batch path
+    writes (an event twice in one batch must count two attempts, which one UPDATE cannot)."""
+    seqs = {o.attempt.outbox_seq for o in outcomes}
+    return len(seqs) == len(outcomes) and all(
+        o.state == "delivered"
+        and o.next_attempt_at is None
+        and not o.attempt.error
+        and (o.health is None or o.health.succeeded)
+        for o in outcomes
+    )
