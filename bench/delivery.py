@@ -1,7 +1,7 @@
 """Webhook delivery throughput against its ceiling, measured side by side in one run.
 
 Starts a receiver (uvicorn, another process) on 127.0.0.1, then posts the same bodies to it:
-1. the ceiling: a plain aiohttp client, 64 requests in flight;
+1. the ceiling: a plain aiohttp client, as many requests in flight as the gateway's default;
 2. the gateway: events queued in a fresh SQLite outbox and drained by its running workers
    (signing, address guard, attempt log, one commit per attempt), with the garbage-collector
    settings of `gateway serve`.
@@ -25,7 +25,7 @@ import uvloop
 
 from gateway import events
 from gateway.clock import SystemClock, format_time
-from gateway.config import config_from_mapping
+from gateway.config import WebhooksConfig, config_from_mapping
 from gateway.gc_tuning import tune_for_serving
 from gateway.models import Address, Customer, Direction, EventType, Message
 from gateway.runtime import Gateway
@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `ben
 from bench.common import free_port
 
 EVENTS = 10_000
-IN_FLIGHT = 64
+IN_FLIGHT = WebhooksConfig().concurrency  # the default, for the plain client too
 
 
 def sample(customer_id: str, now: str) -> Message:

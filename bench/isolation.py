@@ -3,7 +3,7 @@
 Starts a receiver (uvicorn, another process; 200 to everything, as in bench/delivery.py) and a
 black hole (uvicorn, another process; reads each request and never answers). Then, per phase, a
 fresh SQLite outbox is filled and drained by the gateway's delivery workers running in this
-process (as bench/delivery.py runs them), with the webhook settings' defaults (64 in flight, 4 per
+process (as bench/delivery.py runs them), with the webhook settings' defaults (128 in flight, 4 per
 endpoint) except `timeout_s`:
 1. HEALTHY customers, each with its own endpoint on the receiver, EVENTS events queued round robin;
 2. the same, plus one customer whose endpoint never answers: each attempt runs into `timeout_s`;
@@ -31,7 +31,7 @@ import uvloop
 
 from gateway import events
 from gateway.clock import SystemClock, format_time, parse_time
-from gateway.config import Config, config_from_mapping
+from gateway.config import Config, WebhooksConfig, config_from_mapping
 from gateway.models import Customer, EventType
 from gateway.runtime import Gateway
 from gateway.signing import generate_webhook_secret
@@ -48,6 +48,7 @@ DEAD_BACKLOG = 2_000
 ROUNDS = 5  # the phases alternate; the median of five steadies a noisy 2-core machine
 TIMEOUT_S = 5.0  # Outpost's default; Convoy's is 10 s, Svix's 30 s (spec/customer-webhooks.md)
 DRAIN_LIMIT_S = 300.0
+DEFAULTS = WebhooksConfig()
 
 ONLY = f"{HEALTHY} healthy endpoints only"
 SILENT = "+ 1 that never answers"
@@ -159,9 +160,9 @@ def print_table(results: dict[str, list[PhaseResult]], args: argparse.Namespace)
     rounds = f"median and range of {args.rounds} rounds; " if args.rounds > 1 else ""
     print(
         f"{HEALTHY} healthy customers, {EVENTS} events round robin; a dead customer has "
-        f"{args.dead_backlog} events queued ahead of them. timeout_s {TIMEOUT_S:g}, 64 in flight, "
-        f"4 per endpoint; {rounds}attempts: the last round's, logged before the healthy events "
-        "were all delivered."
+        f"{args.dead_backlog} events queued ahead of them. timeout_s {TIMEOUT_S:g}, "
+        f"{DEFAULTS.concurrency} in flight, {DEFAULTS.per_endpoint_concurrency} per endpoint; "
+        f"{rounds}attempts: the last round's, logged before the healthy events were all delivered."
     )
     print(
         "dead: `never answers` accepts, reads the request and stays silent, so each attempt ends "
