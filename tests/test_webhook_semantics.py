@@ -419,18 +419,25 @@ def a_message(customer: Customer) -> Message:
     )  # fmt: skip
 
 
+async def queue_events(store: Store, *counts: tuple[Customer, int]) -> None:
+    """`count` message_created events for each customer, one message each, in the given order."""
+    now = format_time(START)
+    async with store.transaction() as tx:
+        for customer, count in counts:
+            for _ in range(count):
+                message = a_message(customer)
+                body = events.event_body(EventType.MESSAGE_CREATED, message)
+                await tx.add_event(
+                    events.new_event_id(), EventType.MESSAGE_CREATED, message, body, now
+                )
+
+
 async def test_one_endpoints_backlog_never_crowds_another_out_of_a_claim(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "claim.db")
     try:
         now = format_time(START)
         backlogged, healthy = await stored_customers(store, "backlogged", "healthy")
-        async with store.transaction() as tx:
-            for customer, count in ((backlogged, 300), (healthy, 3)):
-                for _ in range(count):  # the backlog is older: it comes first in due order
-                    await tx.add_event(
-                        events.new_event_id(), EventType.MESSAGE_CREATED, a_message(customer),
-                        b"{}", now,
-                    )  # fmt: skip
+        await queue_events(store, (backlogged, 300), (healthy, 3))  # the backlog comes first
         lease = format_time(START + dt.timedelta(seconds=60))
         claimed = (await store.claim_due_events(now, lease, 8, 4, {})).events
         per_customer = collections.Counter(event.customer_id for event in claimed)
@@ -446,13 +453,7 @@ async def test_a_batch_of_successes_records_each_and_leaves_a_resent_event_to_go
     try:
         now = format_time(START)
         [customer] = await stored_customers(store, "batch")
-        messages = [a_message(customer) for _ in range(3)]
-        async with store.transaction() as tx:
-            for message in messages:
-                body = events.event_body(EventType.MESSAGE_CREATED, message)
-                await tx.add_event(
-                    events.new_event_id(), EventType.MESSAGE_CREATED, message, body, now
-                )
+        await queue_events(store, (customer, 3))
         lease = format_time(START + dt.timedelta(seconds=60))
         claimed = (await store.claim_due_events(now, lease, 8, 8, {})).events
         assert len(claimed) == 3
@@ -483,12 +484,7 @@ async def test_released_events_can_be_claimed_again_at_once(tmp_path: Path) -> N
     try:
         now = format_time(START)
         [customer] = await stored_customers(store, "release")
-        async with store.transaction() as tx:
-            for _ in range(3):
-                await tx.add_event(
-                    events.new_event_id(), EventType.MESSAGE_CREATED, a_message(customer),
-                    b"{}", now,
-                )  # fmt: skip
+        await queue_events(store, (customer, 3))
         lease = format_time(START + dt.timedelta(seconds=60))
         first = await store.claim_due_events(now, lease, 8, 8, {})
         assert first.customers == {customer.id: customer}
@@ -505,13 +501,9 @@ async def test_a_claim_takes_no_more_than_each_endpoints_room(tmp_path: Path) ->
     try:
         now = format_time(START)
         probing, half_full, paused, other = await stored_customers(store, "p", "h", "z", "o")
-        async with store.transaction() as tx:
-            for customer in (probing, half_full, paused, other):
-                for _ in range(5):
-                    await tx.add_event(
-                        events.new_event_id(), EventType.MESSAGE_CREATED, a_message(customer),
-                        b"{}", now,
-                    )  # fmt: skip
+        await queue_events(
+            store, *((customer, 5) for customer in (probing, half_full, paused, other))
+        )
         lease = format_time(START + dt.timedelta(seconds=60))
         room = {probing.id: 1, half_full.id: 2, paused.id: 0}
         claimed = (await store.claim_due_events(now, lease, 64, 4, room)).events
