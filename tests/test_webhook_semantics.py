@@ -479,6 +479,27 @@ async def test_a_batch_of_successes_records_each_and_leaves_a_resent_event_to_go
         await store.close()
 
 
+async def test_one_event_finished_twice_in_a_batch_counts_two_attempts(tmp_path: Path) -> None:
+    # A lease that ran out mid-attempt lets the event be claimed and attempted again: both
+    # attempts can land in one group commit. One UPDATE per batch would count only one.
+    store = await Store.open(tmp_path / "twice.db")
+    try:
+        now = format_time(START)
+        [customer] = await stored_customers(store, "twice")
+        await queue_events(store, (customer, 1))
+        lease = format_time(START + dt.timedelta(seconds=60))
+        [event] = (await store.claim_due_events(now, lease, 8, 8, {})).events
+        attempt = AttemptOutcome(
+            Attempt(event.seq, 1, "scheduled", now, "u", 200, 1.0, "", ""), event.requeues,
+            "delivered", None, EndpointHealth(customer.id, True, now),
+        )  # fmt: skip
+        await store.finish_attempts([attempt, attempt])
+        assert await store.outbox_states(event.message_id) == [("message_created", "delivered", 2)]
+        assert len(await store.list_attempts(event.event_id)) == 2
+    finally:
+        await store.close()
+
+
 async def test_released_events_can_be_claimed_again_at_once(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "release.db")
     try:

@@ -31,7 +31,8 @@ _LOG_ATTEMPTS = (
     "status_code, duration_ms, error, response_excerpt, error_class) VALUES"
 )
 # Delivered attempts as one JSON list of [seq, requeues as claimed, attempt time]. The list is
-# a subquery, not a WITH: sqlite3 reports no rowcount for a statement that starts with WITH.
+# a subquery, not a WITH: Python 3.11's sqlite3 reports no rowcount for a statement that starts
+# with WITH.
 _DONE = (
     "(SELECT json_extract(value, '$[0]') AS seq, json_extract(value, '$[1]') AS requeues, "
     "json_extract(value, '$[2]') AS tm FROM json_each(?)) AS d"
