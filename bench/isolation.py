@@ -42,13 +42,15 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `ben
 from bench.common import free_port, query, server
 from bench.delivery import sample
 
-HEALTHY = 16
 EVENTS = 12_000  # healthy events per phase: 6-8 s of delivery here
 DEAD_BACKLOG = 2_000
 ROUNDS = 5  # the phases alternate; the median of five steadies a noisy 2-core machine
 TIMEOUT_S = 5.0  # Outpost's default; Convoy's is 10 s, Svix's 30 s (spec/customer-webhooks.md)
 DRAIN_LIMIT_S = 300.0
 DEFAULTS = WebhooksConfig()
+# Enough healthy endpoints to fill every slot at their own cap, so the dead one competes for the
+# shared pool (16 when it held 64).
+HEALTHY = DEFAULTS.concurrency // DEFAULTS.per_endpoint_concurrency
 
 ONLY = f"{HEALTHY} healthy endpoints only"
 SILENT = "+ 1 that never answers"

@@ -64,8 +64,9 @@ class WebhooksConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry_schedule_s: Delays = (5, 300, 1800, 7200, 18000, 36000, 36000)
     allowed_networks: tuple[str, ...] = ()
     # Deliveries in flight at once. Each holds its slot through its commit as well as its HTTP
-    # exchange, so more in flight hide that wait: 128 drained a local receiver about 15 % faster
-    # than 64 (bench/RESULTS.md), and a dead endpoint still holds only its own few.
+    # exchange, so more in flight hide that wait: with one endpoint allowed every slot, 128
+    # drained a local receiver about 15 % faster than 64 (bench/delivery.py, RESULTS). With 4 per
+    # endpoint it matters from 32 busy endpoints on; a dead endpoint still holds only its own 4.
     concurrency: AtLeastOne = 128
     per_endpoint_concurrency: AtLeastOne = 4  # a slow endpoint holds at most this many
     jitter: Annotated[float, msgspec.Meta(ge=0, le=0.5)] = 0.2  # +-20 % on scheduled delays
