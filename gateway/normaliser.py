@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import msgspec
@@ -17,6 +17,7 @@ from gateway.changes import Outcome
 from gateway.clock import Clock, format_time
 from gateway.store import Store, Tx
 from gateway.store.inbox import Inbox, InboxEntry
+from gateway.store.tx import database_failed
 from gateway.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,16 @@ class Normaliser:
             entries = await self._inbox.after(applied_through, BATCH)
             if not entries:
                 return 0
-            outcomes = await self._store.atomic(
-                lambda tx: self._apply(tx, applied_through, entries)
-            )
+            try:
+                # Savepoints cost two statements a callback, and callbacks rarely fail: a batch
+                # runs without them, and again with them only when one does.
+                outcomes = await self._store.atomic(
+                    lambda tx: self._apply(tx, applied_through, entries, savepoints=False)
+                )
+            except _RerunWithSavepoints:
+                outcomes = await self._store.atomic(
+                    lambda tx: self._apply(tx, applied_through, entries, savepoints=True)
+                )
         self._report(outcomes)
         return len(entries)
 
@@ -73,14 +81,16 @@ class Normaliser:
         while await self.run_once():
             pass
 
-    async def _apply(self, tx: Tx, applied_through: int, entries: list[InboxEntry]) -> Outcomes:
+    async def _apply(
+        self, tx: Tx, applied_through: int, entries: list[InboxEntry], savepoints: bool
+    ) -> Outcomes:
         outcomes: Outcomes = Counter()
         applied_at = format_time(self._clock.now())
         if await tx.inbox_applied_through() != applied_through:
             return outcomes  # another normaliser (a previous process, exiting) applied them
         for entry in entries:
             apply = partial(self._apply_one, entry=entry, applied_at=applied_at)
-            result = await tx.undoable(apply)
+            result = await (tx.undoable(apply) if savepoints else _all_or_nothing(tx, apply))
             if isinstance(result, Exception):
                 # Not the database failing (that raises, and the batch is tried again): a bug,
                 # data the database refuses, or an entry this version cannot read. Kept in
@@ -103,3 +113,17 @@ class Normaliser:
         return await self._tracker.apply_callback(
             tx, entry.carrier, callback, entry.received_at, applied_at
         )
+
+
+class _RerunWithSavepoints(Exception):
+    """A callback failed in a batch run without savepoints: the batch is undone, to run again
+    with them (so that callback alone is set aside)."""
+
+
+async def _all_or_nothing(tx: Tx, apply: Callable[[Tx], Awaitable[Outcome]]) -> Outcome:
+    try:
+        return await apply(tx)
+    except Exception as exc:
+        if database_failed(exc):
+            raise  # as Tx.undoable: the whole batch is tried again later
+        raise _RerunWithSavepoints from exc
