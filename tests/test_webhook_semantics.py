@@ -8,6 +8,7 @@ import collections
 import datetime as dt
 import email.utils
 import random
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,8 @@ from gateway.clock import ManualClock, format_time
 from gateway.delivery_policy import Answer, ErrorClass, next_delay_s, retry_after_s
 from gateway.models import Address, Customer, Direction, EventType, Message
 from gateway.signing import generate_webhook_secret
-from gateway.store import Attempt, AttemptOutcome, EndpointHealth, Store
+from gateway.store import Attempt, AttemptOutcome, EndpointHealth, Store, Tx
+from gateway.store.tx import InThread
 from gateway.webhook_attempt import signatures
 from tests.conftest import (
     CustomerEndpoint,
@@ -498,6 +500,36 @@ async def test_one_event_finished_twice_in_a_batch_counts_two_attempts(tmp_path:
         assert len(await store.list_attempts(event.event_id)) == 2
     finally:
         await store.close()
+
+
+async def test_a_batch_with_nothing_requeued_looks_for_no_requeue(tmp_path: Path) -> None:
+    # The follow-up query runs only when the batch UPDATE touched fewer rows than it had
+    # attempts: a rowcount sqlite3 does not report for every statement shape (e506a2a).
+    store = await Store.open(tmp_path / "quiet.db")
+    try:
+        now = format_time(START)
+        [customer] = await stored_customers(store, "quiet")
+        await queue_events(store, (customer, 3))
+        lease = format_time(START + dt.timedelta(seconds=60))
+        claimed = (await store.claim_due_events(now, lease, 8, 8, {})).events
+    finally:
+        await store.close()
+    raw = sqlite3.connect(tmp_path / "quiet.db", isolation_level=None)
+    statements: list[str] = []
+    raw.set_trace_callback(statements.append)
+    try:
+        await Tx(InThread(raw)).finish_attempts([
+            AttemptOutcome(
+                Attempt(e.seq, 1, "scheduled", now, "u", 200, 1.0, "", ""), e.requeues,
+                "delivered", None, EndpointHealth(customer.id, True, now),
+            )
+            for e in claimed
+        ])  # fmt: skip
+        states = raw.execute("SELECT state, attempts FROM outbox").fetchall()
+    finally:
+        raw.close()
+    assert states == [("delivered", 1)] * 3
+    assert not [sql for sql in statements if "requeues !=" in sql]
 
 
 async def test_released_events_can_be_claimed_again_at_once(tmp_path: Path) -> None:
