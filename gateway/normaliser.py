@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 
 import msgspec
@@ -15,9 +15,8 @@ import msgspec
 from gateway.carriers.base import Callback
 from gateway.changes import Outcome
 from gateway.clock import Clock, format_time
-from gateway.store import Store, Tx
+from gateway.store import Store, Tx, UnitFailed
 from gateway.store.inbox import Inbox, InboxEntry
-from gateway.store.tx import database_failed
 from gateway.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ class Normaliser:
                 outcomes = await self._store.atomic(
                     lambda tx: self._apply(tx, applied_through, entries, savepoints=False)
                 )
-            except _RerunWithSavepoints:
+            except UnitFailed:
                 outcomes = await self._store.atomic(
                     lambda tx: self._apply(tx, applied_through, entries, savepoints=True)
                 )
@@ -90,7 +89,7 @@ class Normaliser:
             return outcomes  # another normaliser (a previous process, exiting) applied them
         for entry in entries:
             apply = partial(self._apply_one, entry=entry, applied_at=applied_at)
-            result = await (tx.undoable(apply) if savepoints else _all_or_nothing(tx, apply))
+            result = await tx.undoable(apply, savepoint=savepoints)
             if isinstance(result, Exception):
                 # Not the database failing (that raises, and the batch is tried again): a bug,
                 # data the database refuses, or an entry this version cannot read. Kept in
@@ -113,17 +112,3 @@ class Normaliser:
         return await self._tracker.apply_callback(
             tx, entry.carrier, callback, entry.received_at, applied_at
         )
-
-
-class _RerunWithSavepoints(Exception):
-    """A callback failed in a batch run without savepoints: the batch is undone, to run again
-    with them (so that callback alone is set aside)."""
-
-
-async def _all_or_nothing(tx: Tx, apply: Callable[[Tx], Awaitable[Outcome]]) -> Outcome:
-    try:
-        return await apply(tx)
-    except Exception as exc:
-        if database_failed(exc):
-            raise  # as Tx.undoable: the whole batch is tried again later
-        raise _RerunWithSavepoints from exc

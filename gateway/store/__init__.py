@@ -14,7 +14,7 @@ from gateway.store.records import (
     TargetRef,
 )
 from gateway.store.sqlite import Store
-from gateway.store.tx import Tx
+from gateway.store.tx import Tx, UnitFailed
 
 __all__ = [
     "Attempt",
@@ -33,4 +33,5 @@ __all__ = [
     "Store",
     "TargetRef",
     "Tx",
+    "UnitFailed",
 ]

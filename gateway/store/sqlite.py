@@ -39,7 +39,7 @@ from gateway.store.records import (
     outbox_event_from,
 )
 from gateway.store.schema import MIGRATIONS
-from gateway.store.tx import InThread, Tx
+from gateway.store.tx import InThread, Tx, UnitFailed
 
 # Endpoints with an event due, oldest first; one index seek each. Only "?" marks go in {busy}.
 _DUE_CUSTOMERS = (
@@ -63,10 +63,6 @@ _CUSTOMER_DUE_EVENTS = (
 )
 
 T = TypeVar("T")
-
-
-class _UnitFailed(Exception):
-    """A unit of a batch without savepoints raised: the batch runs again with them."""
 
 
 # Lists go in as one JSON array (bulk.json_list): one step where executemany takes one per row.
@@ -281,7 +277,7 @@ def _batch_in_thread(
                     results.append(_drive(work(tx)))  # one unit each: its failure is its own
                 except Exception as exc:
                     if not savepoints:
-                        raise _UnitFailed from exc
+                        raise UnitFailed from exc
                     raw.execute("ROLLBACK TO unit")
                     results.append(exc)
                 if savepoints:
@@ -294,7 +290,7 @@ def _batch_in_thread(
         return run(savepoints=True)
     try:
         return run(savepoints=False)
-    except _UnitFailed:
+    except UnitFailed:
         return run(savepoints=True)
 
 
