@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import email.utils
 import random
@@ -23,7 +24,15 @@ from gateway.clock import ManualClock, format_time
 from gateway.delivery_policy import Answer, ErrorClass, next_delay_s, retry_after_s
 from gateway.models import Address, Customer, Direction, EventType, Message
 from gateway.signing import generate_webhook_secret
-from gateway.store import Attempt, AttemptOutcome, EndpointHealth, Store, Tx
+from gateway.store import (
+    Attempt,
+    AttemptOutcome,
+    ClaimedEvents,
+    EndpointHealth,
+    OutboxEvent,
+    Store,
+    Tx,
+)
 from gateway.store.tx import InThread
 from gateway.webhook_attempt import signatures
 from tests.conftest import (
@@ -448,105 +457,88 @@ async def test_one_endpoints_backlog_never_crowds_another_out_of_a_claim(tmp_pat
         await store.close()
 
 
+CLAIMED_AT = format_time(START)
+LEASED_UNTIL = format_time(START + dt.timedelta(seconds=60))
+
+
+@contextlib.asynccontextmanager
+async def claimed_events(
+    tmp_path: Path, count: int
+) -> AsyncIterator[tuple[Store, Customer, ClaimedEvents]]:
+    """A store with one customer's `count` events queued, all of them claimed at START."""
+    store = await Store.open(tmp_path / "claimed.db")
+    try:
+        [customer] = await stored_customers(store, "claimed")
+        await queue_events(store, (customer, count))
+        claimed = await store.claim_due_events(CLAIMED_AT, LEASED_UNTIL, 8, 8, {})
+        yield store, customer, claimed
+    finally:
+        await store.close()
+
+
+def delivered(
+    event: OutboxEvent, customer: Customer, duration_ms: float = 1.0, excerpt: str = ""
+) -> AttemptOutcome:
+    """A first attempt's outcome: 200, delivered, the endpoint healthy."""
+    attempt = Attempt(event.seq, 1, "scheduled", CLAIMED_AT, "u", 200, duration_ms, "", excerpt)
+    health = EndpointHealth(customer.id, True, CLAIMED_AT)
+    return AttemptOutcome(attempt, event.requeues, "delivered", None, health)
+
+
 async def test_a_batch_of_successes_records_each_and_leaves_a_resent_event_to_go_again(
     tmp_path: Path,
 ) -> None:
-    store = await Store.open(tmp_path / "batch.db")
-    try:
-        now = format_time(START)
-        [customer] = await stored_customers(store, "batch")
-        await queue_events(store, (customer, 3))
-        lease = format_time(START + dt.timedelta(seconds=60))
-        claimed = (await store.claim_due_events(now, lease, 8, 8, {})).events
-        assert len(claimed) == 3
-        resent = claimed[1]
-        assert await store.requeue_message_events(resent.message_id, now) == 1
-        await store.finish_attempts([
-            AttemptOutcome(
-                Attempt(e.seq, 1, "scheduled", now, "u", 200, 1.5, "", "ok"), e.requeues,
-                "delivered", None, EndpointHealth(customer.id, True, now),
-            )
-            for e in claimed
-        ])  # fmt: skip
-        for event in claimed:
+    async with claimed_events(tmp_path, 3) as (store, customer, claimed):
+        assert len(claimed.events) == 3
+        resent = claimed.events[1]
+        assert await store.requeue_message_events(resent.message_id, CLAIMED_AT) == 1
+        await store.finish_attempts([delivered(e, customer, 1.5, "ok") for e in claimed.events])
+        for event in claimed.events:
             [(_, state, attempts)] = await store.outbox_states(event.message_id)
             assert (state, attempts) == ("pending" if event is resent else "delivered", 1)
             [logged] = await store.list_attempts(event.event_id)
             assert (logged.status_code, logged.duration_ms, logged.response_excerpt) == (
                 200, 1.5, "ok",
             )  # fmt: skip
-        [again] = (await store.claim_due_events(now, lease, 8, 8, {})).events
+        [again] = (await store.claim_due_events(CLAIMED_AT, LEASED_UNTIL, 8, 8, {})).events
         assert again.seq == resent.seq  # the resend stands: it goes out again
-    finally:
-        await store.close()
 
 
 async def test_one_event_finished_twice_in_a_batch_counts_two_attempts(tmp_path: Path) -> None:
     # A lease that ran out mid-attempt lets the event be claimed and attempted again: both
     # attempts can land in one group commit. One UPDATE per batch would count only one.
-    store = await Store.open(tmp_path / "twice.db")
-    try:
-        now = format_time(START)
-        [customer] = await stored_customers(store, "twice")
-        await queue_events(store, (customer, 1))
-        lease = format_time(START + dt.timedelta(seconds=60))
-        [event] = (await store.claim_due_events(now, lease, 8, 8, {})).events
-        attempt = AttemptOutcome(
-            Attempt(event.seq, 1, "scheduled", now, "u", 200, 1.0, "", ""), event.requeues,
-            "delivered", None, EndpointHealth(customer.id, True, now),
-        )  # fmt: skip
-        await store.finish_attempts([attempt, attempt])
+    async with claimed_events(tmp_path, 1) as (store, customer, claimed):
+        [event] = claimed.events
+        await store.finish_attempts([delivered(event, customer), delivered(event, customer)])
         assert await store.outbox_states(event.message_id) == [("message_created", "delivered", 2)]
         assert len(await store.list_attempts(event.event_id)) == 2
-    finally:
-        await store.close()
 
 
 async def test_a_batch_with_nothing_requeued_looks_for_no_requeue(tmp_path: Path) -> None:
     # The follow-up query runs only when the batch UPDATE touched fewer rows than it had
     # attempts: a rowcount sqlite3 does not report for every statement shape (e506a2a).
-    store = await Store.open(tmp_path / "quiet.db")
-    try:
-        now = format_time(START)
-        [customer] = await stored_customers(store, "quiet")
-        await queue_events(store, (customer, 3))
-        lease = format_time(START + dt.timedelta(seconds=60))
-        claimed = (await store.claim_due_events(now, lease, 8, 8, {})).events
-    finally:
-        await store.close()
-    raw = sqlite3.connect(tmp_path / "quiet.db", isolation_level=None)
-    statements: list[str] = []
-    raw.set_trace_callback(statements.append)
-    try:
-        await Tx(InThread(raw)).finish_attempts([
-            AttemptOutcome(
-                Attempt(e.seq, 1, "scheduled", now, "u", 200, 1.0, "", ""), e.requeues,
-                "delivered", None, EndpointHealth(customer.id, True, now),
-            )
-            for e in claimed
-        ])  # fmt: skip
-        states = raw.execute("SELECT state, attempts FROM outbox").fetchall()
-    finally:
-        raw.close()
+    async with claimed_events(tmp_path, 3) as (_, customer, claimed):
+        raw = sqlite3.connect(tmp_path / "claimed.db", isolation_level=None)
+        statements: list[str] = []
+        raw.set_trace_callback(statements.append)
+        try:
+            await Tx(InThread(raw)).finish_attempts([
+                delivered(e, customer) for e in claimed.events
+            ])  # fmt: skip
+            states = raw.execute("SELECT state, attempts FROM outbox").fetchall()
+        finally:
+            raw.close()
     assert states == [("delivered", 1)] * 3
     assert not [sql for sql in statements if "requeues !=" in sql]
 
 
 async def test_released_events_can_be_claimed_again_at_once(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "release.db")
-    try:
-        now = format_time(START)
-        [customer] = await stored_customers(store, "release")
-        await queue_events(store, (customer, 3))
-        lease = format_time(START + dt.timedelta(seconds=60))
-        first = await store.claim_due_events(now, lease, 8, 8, {})
+    async with claimed_events(tmp_path, 3) as (store, customer, first):
         assert first.customers == {customer.id: customer}
-        assert (await store.claim_due_events(now, lease, 8, 8, {})).events == []  # leased
+        assert (await store.claim_due_events(CLAIMED_AT, LEASED_UNTIL, 8, 8, {})).events == []
         await store.release_events([event.seq for event in first.events[:2]])
-        again = (await store.claim_due_events(now, lease, 8, 8, {})).events
+        again = (await store.claim_due_events(CLAIMED_AT, LEASED_UNTIL, 8, 8, {})).events
         assert [e.seq for e in again] == [e.seq for e in first.events[:2]]
-    finally:
-        await store.close()
 
 
 async def test_a_claim_takes_no_more_than_each_endpoints_room(tmp_path: Path) -> None:
