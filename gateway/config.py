@@ -177,9 +177,9 @@ class IngestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Carrier callbacks are committed to an inbox and answered; a second process turns them into
     # messages, on another core. false: the server's own process does it (one core).
     normaliser_process: bool = True
-    # Its CPU priority: "idle" runs only on a core nothing else wants (the server comes first),
-    # "low" is niceness 19, "normal" competes evenly.
-    normaliser_priority: Literal["idle", "low", "normal"] = "idle"
+    # Its CPU priority: "low" is niceness 19 (the server comes first), "idle" runs only on a core
+    # nothing else wants, "normal" competes evenly. Why "low": gateway/normaliser_process.py.
+    normaliser_priority: Literal["idle", "low", "normal"] = "low"
     # Callbacks waiting to be normalised beyond which new ones are answered 503 (carriers retry).
     max_backlog: AtLeastOne = 1_000_000
 

@@ -38,10 +38,14 @@ from gateway.workers import Wakeup, run_forever
 log = logging.getLogger(__name__)
 
 # `[ingest] normaliser_priority`. Under load the server's process should come first: carriers
-# wait on it, while the normaliser only falls behind (durably) for a while. "idle" (SCHED_IDLE)
-# runs it only on a core nothing else wants, and the server preempts it at once; "low" is
-# niceness 19 (about 1.5 % of a nice-0 process's share of a contended core). With a core to
-# itself it runs at full speed either way.
+# wait on it, while the normaliser only falls behind (durably) for a while. "low" (the default)
+# is niceness 19: about 1.5 % of a nice-0 process's share of a contended core. "idle"
+# (SCHED_IDLE) runs it only on a core nothing else wants, which sounds better and measured
+# worse. Most likely the server's commits sometimes wait on the normaliser (an ext4 journal
+# commit waits for every write in progress, the normaliser's too), and an idle-class process
+# preempted in the middle of one waits for a free core. Paced at 3,700 callbacks/s, six
+# alternating runs each: p99 7.4-13.1 ms (median 10.2) at "low", 11.1-32.9 (median 13.1) at
+# "idle" (bench/RESULTS.md). With a core to itself it runs at full speed either way.
 NICENESS = 19
 RESTART_DELAY_S = 1.0
 STOP_TIMEOUT_S = 10.0
@@ -210,7 +214,7 @@ def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
-        _lower_priority(config.ingest.normaliser_priority)
+        lower_priority(config.ingest.normaliser_priority)
         tune_for_serving()
         uvloop.run(_serve(config, sock))
     except Exception:
@@ -219,7 +223,8 @@ def main() -> None:
         os._exit(1)
 
 
-def _lower_priority(priority: str) -> None:
+def lower_priority(priority: str) -> None:
+    """This process's CPU priority, as `[ingest] normaliser_priority` says."""
     if priority == "idle":
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

@@ -297,7 +297,8 @@ async def test_serve_normalises_in_a_second_process_and_restarts_it(
             return texts() == ["one"]
 
         await eventually(one)
-        assert os.sched_getscheduler(child) == os.SCHED_IDLE  # the server comes first
+        assert os.getpriority(os.PRIO_PROCESS, child) == 19  # the server comes first
+        assert os.sched_getscheduler(child) == os.SCHED_OTHER
         async with httpx.AsyncClient(base_url=base) as client:
             metrics = (await client.get("/metrics")).text
         applied = metric_value(
@@ -514,3 +515,29 @@ async def test_without_seqpacket_sockets_the_normaliser_runs_in_the_server(
     await eventually(normalised)
     ready_now = await server.client.get("/readyz")
     assert ready_now.status_code == 200, ready_now.text
+
+
+PRIORITY_PROBE = """
+import os, sys
+from gateway.normaliser_process import lower_priority
+lower_priority(sys.argv[1])
+print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's scheduling classes")
+@pytest.mark.parametrize(
+    ("priority", "scheduler", "niceness"),
+    [("low", "SCHED_OTHER", 19), ("idle", "SCHED_IDLE", 0), ("normal", "SCHED_OTHER", 0)],
+)
+async def test_each_normaliser_priority_sets_its_scheduling(
+    priority: str, scheduler: str, niceness: int
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PRIORITY_PROBE, priority, stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # a child starts at its parent's niceness
+    expected = (getattr(os, scheduler), niceness if niceness else base)
+    assert tuple(int(x) for x in stdout.split()) == expected
