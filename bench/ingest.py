@@ -104,12 +104,16 @@ def ensure_wrk() -> str | None:
 
 
 def write_requests(path: Path, events: list[InboundEvent | StatusEvent]) -> Path:
-    """One `<X-Sandbox-Signature>\\t<body>` line per callback, all signed now."""
+    """One `<X-Sandbox-Signature>\\t<body>` line per callback, all signed now. On disk before
+    it returns: left to the kernel, the file (tens of MB) is written back about 30 s later, in
+    the middle of a later run, and the gateway's commits queue behind it."""
     now_s = time.time()
     with path.open("wb") as out:
         for event in events:
             body, signature = signed_callback(SECRET, event, now_s)
             out.write(signature.encode() + b"\t" + body + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
     return path
 
 
