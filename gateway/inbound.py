@@ -91,7 +91,7 @@ async def _create(
         direction=Direction.INBOUND,
         tm_create=now,
     )
-    await tx.insert_message(message, next_send_at=None, send_deadline_at=None)
-    await tx.add_carrier_ref(carrier, sms.carrier_message_id, TargetRef(message.id, 0))
+    await tx.insert_message(message, None, None, carrier_message_id=sms.carrier_message_id)
+    await tx.index_carrier_ref(carrier, sms.carrier_message_id, TargetRef(message.id, 0))
     await events.notify(tx, EventType.MESSAGE_CREATED, message, now)
     return Outcome.APPLIED

@@ -227,6 +227,7 @@ async def test_inbound_to_an_owned_number_creates_an_inbound_message(
         (tenant.number, TargetStatus.RECEIVED, 1)
     ]
     assert message.targets[0].carrier_status == "received"  # as stored, not only as first sent
+    assert await _carrier_message_id(server, message.id) == "sbx_in_1"  # the carrier's id kept
     [event] = await customer_endpoint.wait_for(1)
     assert event.json()["type"] == "message_created"
     assert event.json()["data"]["id"] == message.id

@@ -93,6 +93,22 @@ def test_empty_text_is_one_part() -> None:
     assert count_parts("") == 1
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 160,  # the last length its shortcut takes
+        "a" * 161,
+        "a" * 159 + "\u20ac",  # an escape pair: 161 septets
+        "a" * 80 + "\u0391",  # a Greek look-alike of A: UCS-2
+        "a" * 100 + "\x1b",
+        "\u00e9" * 160,  # basic-table accents are one septet each
+        "\U0001f600" * 36,
+    ],
+)
+def test_count_parts_agrees_with_analyse(text: str) -> None:
+    assert count_parts(text) == analyse(text).parts
+
+
 def test_tables_match_the_spec() -> None:
     assert len(GSM_BASIC) == 127
     assert len(GSM_EXTENSION) == 10

@@ -191,8 +191,14 @@ class Tx:
     # Writes -----------------------------------------------------------------------------------
 
     async def insert_message(
-        self, message: Message, next_send_at: str | None, send_deadline_at: str | None
+        self,
+        message: Message,
+        next_send_at: str | None,
+        send_deadline_at: str | None,
+        carrier_message_id: str = "",
     ) -> None:
+        """The message and its targets; `carrier_message_id` is each target's (an inbound SMS's
+        id at its carrier: one statement fewer than a separate add_carrier_ref)."""
         await self.execute(
             "INSERT INTO messages (id, customer_id, direction, source, text, tm_create, tm_update, "
             "tm_delete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -209,8 +215,8 @@ class Tx:
         )
         await self.executemany(
             "INSERT INTO targets (message_id, idx, destination, status, parts, tm_update, carrier, "
-            "carrier_status, error_code, next_send_at, send_deadline_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "carrier_status, error_code, carrier_message_id, next_send_at, send_deadline_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     message.id,
@@ -222,6 +228,7 @@ class Tx:
                     t.carrier,
                     t.carrier_status,
                     t.error_code,
+                    carrier_message_id,
                     next_send_at,
                     send_deadline_at,
                 )
@@ -283,14 +290,21 @@ class Tx:
         )
 
     async def add_carrier_ref(self, carrier: str, carrier_message_id: str, ref: TargetRef) -> None:
+        """The carrier's id for a target: found by find_target, and written on the target."""
+        await self.index_carrier_ref(carrier, carrier_message_id, ref)
+        await self.execute(
+            "UPDATE targets SET carrier_message_id = ? WHERE message_id = ? AND idx = ?",
+            (carrier_message_id, ref.message_id, ref.idx),
+        )
+
+    async def index_carrier_ref(
+        self, carrier: str, carrier_message_id: str, ref: TargetRef
+    ) -> None:
+        """Only what find_target reads (the target has the id already: insert_message)."""
         await self.execute(
             "INSERT OR IGNORE INTO carrier_refs (carrier, carrier_message_id, message_id, idx) "
             "VALUES (?, ?, ?, ?)",
             (carrier, carrier_message_id, ref.message_id, ref.idx),
-        )
-        await self.execute(
-            "UPDATE targets SET carrier_message_id = ? WHERE message_id = ? AND idx = ?",
-            (carrier_message_id, ref.message_id, ref.idx),
         )
 
     async def add_target_parts(self, carrier: str, part_ids: Sequence[str], ref: TargetRef) -> None:
