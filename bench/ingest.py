@@ -8,19 +8,22 @@ generator in another (wrk when installed, else the Python one in bench/ingest_lo
    made with the CLI, taking signed sandbox callbacks, each with its own `id` (no duplicate
    shortcut): (a) inbound SMS to the owned number, (b) delivery reports for messages sent through
    the API and dispatched to the sandbox (`dlr_delay_s` is an hour, so its own reports stay out).
-The baseline runs before and after the gateway (this machine's speed drifts over minutes); the
-ratios use the mean of the two. Prints requests/s, p50/p99 latency and the ratios; then the
-gateway's latency at half its maximum inbound rate, driven open loop at that fixed rate: by wrk
-paced from a Lua script (wrk2's idea; wrk2 is not in Debian), and as a cross-check by the Python
-generator, which times each request from when it fell due but takes about a core itself (so its
-p99 against the bare handler alone has been 2 to 18 ms here). Both drive the bare handler
-too, at the same rate. Callback ids are random, as carriers' are.
+Both servers are up side by side, and the runs come in rounds (three by default): in each, the
+bare handler, then the gateway's inbound and report callbacks, at their maximum rates. This
+machine's speed drifts over minutes (one 10 s run against the next has varied by a tenth), so
+each ratio is the gateway's run over the bare handler's run of its round, and the table gives
+the median over the rounds with their range, every round's ratio beside it. Then the gateway's
+latency at half its (median) maximum inbound rate, as many times, driven open loop at that
+fixed rate: by wrk paced from a Lua script (wrk2's idea; wrk2 is not in Debian), and once, as a
+cross-check, by the Python generator, which times each request from when it fell due but takes
+about a core itself (so its p99 against the bare handler alone has been 2 to 18 ms here). Both
+drive the bare handler too, at the same rate. Callback ids are random, as carriers' are.
 A 2xx means a callback is in the inbox; the normaliser turns it into a message after. So after
 each maximum-rate run the benchmark waits until the inbox is empty and also prints the rate
 sustained over run + drain (callbacks normalised per second), and each run starts with an empty
 inbox.
 Signatures are made just before each run (they are valid for 300 s).
-Run: `make bench` (or `.venv/bin/python bench/ingest.py [--loadgen python]`).
+Run: `make bench` (or `.venv/bin/python bench/ingest.py [--loadgen python] [--rounds N]`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +61,7 @@ SECRET = "bench-sandbox-secret"  # noqa: S105 - a throwaway config's secret
 OWNED = "+15550100000"  # the customer's number: inbound goes to it, sends come from it
 SENDER = "+15557654321"
 DURATION_S = 10.0
+ROUNDS = 3  # of each run: one 10 s run against another has varied by a tenth here
 WARMUP_S = 1.0
 CONNECTIONS = 64
 DESTINATIONS = 1  # per message sent for the delivery reports: the usual send, one recipient
@@ -65,7 +70,6 @@ DISPATCH_WAIT_S = 30.0
 DRAIN_WAIT_S = 300.0
 
 BASELINE = "baseline (bare Starlette)"
-BASELINE_AFTER = "baseline again, after"
 INBOUND = "gateway inbound"
 REPORTS = "gateway status reports"
 HALF = "gateway inbound, half rate"
@@ -298,27 +302,37 @@ def python_run(requests: Path, port: int, duration_s: float, rate: float | None)
 class Bench:
     wrk: str | None
     folder: Path
-    rows: dict[str, Figures] = field(default_factory=dict)
+    rows: dict[str, list[Figures]] = field(default_factory=dict)  # a run per round
     warmups: list[Figures] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    drained: dict[str, tuple[float, float]] = field(default_factory=dict)  # run s, drain s
+    drained: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # run s, drain s
+
+    def record(self, name: str, figures: Figures) -> Figures:
+        self.rows.setdefault(name, []).append(figures)
+        return figures
 
     def max_rate(self, requests: Path, port: int, duration_s: float = DURATION_S) -> Figures:
-        if self.wrk:
-            return wrk_run(self.wrk, self.folder, requests, port, duration_s)
-        return python_run(requests, port, duration_s, None)
+        try:
+            if self.wrk:
+                return wrk_run(self.wrk, self.folder, requests, port, duration_s)
+            return python_run(requests, port, duration_s, None)
+        finally:
+            requests.unlink()  # tens of MB each, and a run of several rounds writes many
 
     def paced(self, requests: Path, port: int, rate: float) -> Figures:
-        if self.wrk:
-            return wrk_run(self.wrk, self.folder, requests, port, DURATION_S, rate)
-        return python_run(requests, port, DURATION_S, rate)
+        try:
+            if self.wrk:
+                return wrk_run(self.wrk, self.folder, requests, port, DURATION_S, rate)
+            return python_run(requests, port, DURATION_S, rate)
+        finally:
+            requests.unlink()
 
     def sustained(self, name: str, figures: Figures) -> None:
         """Wait for the inbox to empty; note the rate callbacks were normalised at over run +
         drain (the run's answers over the run's time plus the wait)."""
         drain_s = wait_drained(self.folder / "gateway.db")
         run_s = figures.requests / figures.rps
-        self.drained[name] = (run_s, drain_s)
+        self.drained.setdefault(name, []).append((run_s, drain_s))
 
     def warm_up(self, port: int) -> None:
         requests = write_requests(self.folder / "warm.txt", inbound_events(40_000))
@@ -426,62 +440,76 @@ def baseline_argv(port: int) -> list[str]:
     return [*argv, "--no-access-log", "--log-level", "warning"]
 
 
-def measure_baseline(bench: Bench) -> float:
-    port = free_port()
-    with server(baseline_argv(port), port, bench.folder / "baseline.log"):
-        bench.warm_up(port)
-        requests = write_requests(bench.folder / "base.txt", inbound_events(400_000))
-        bench.rows[BASELINE] = figures = bench.max_rate(requests, port)
-    return figures.rps
-
-
-def measure_baseline_after(bench: Bench, rate: float) -> None:
-    """The bare handler again: at its maximum rate (this machine's speed drifts, so ratios use
-    the mean of the runs before and after the gateway's), then driven like the half-rate run
-    (what the generator itself adds)."""
-    port = free_port()
-    with server(baseline_argv(port), port, bench.folder / "baseline-after.log"):
-        bench.warm_up(port)
-        requests = write_requests(bench.folder / "base-after.txt", inbound_events(400_000))
-        bench.rows[BASELINE_AFTER] = bench.max_rate(requests, port)
-        requests = write_requests(bench.folder / "base-half.txt", inbound_events(int(rate * 12)))
-        bench.rows[BASELINE_HALF] = bench.paced(requests, port, rate)
-        if bench.wrk:
-            requests = write_requests(bench.folder / "base-py.txt", inbound_events(int(rate * 12)))
-            bench.rows[BASELINE_HALF_PYTHON] = python_run(requests, port, DURATION_S, rate)
-
-
-def measure_gateway(bench: Bench, baseline_rps: float) -> None:
-    port = free_port()
+def measure(bench: Bench, rounds: int) -> None:
+    """Both servers up side by side; each round runs the bare handler, then the gateway's
+    inbound and report callbacks, at their maximum rates, so each ratio compares runs a minute
+    apart (this machine's speed drifts over minutes: one 10 s run against another has varied by
+    a tenth). Then the half-rate runs, as many, each followed by the bare handler driven alike."""
+    base_port, port = free_port(), free_port()
     config = write_config(bench.folder, port)
     access_key = set_up_customer(config)
-    enough = int(baseline_rps * DURATION_S * 1.3) + 1000
-    argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    gateway = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
     log = bench.folder / "gateway.log"
-    with server(argv, port, log):
+    with (
+        server(baseline_argv(base_port), base_port, bench.folder / "baseline.log"),
+        server(gateway, port, log),
+    ):
+        bench.warm_up(base_port)
         bench.warm_up(port)
-        inbound = write_requests(bench.folder / "in.txt", inbound_events(enough))
-        bench.rows[INBOUND] = bench.max_rate(inbound, port)
-        bench.sustained(INBOUND, bench.rows[INBOUND])
-        half_rate = bench.rows[INBOUND].rps / 2
-        half = write_requests(bench.folder / "half.txt", inbound_events(enough))
-        bench.rows[HALF] = bench.paced(half, port, half_rate)
-        bench.sustained(HALF, bench.rows[HALF])
+        report_ids = send_for_reports(bench, port, access_key)
+        for _ in range(rounds):
+            measure_round(bench, base_port, port, report_ids)
+        half_rate = median([f.rps for f in bench.rows[INBOUND]]) / 2
+        for _ in range(rounds):
+            measure_half(bench, base_port, port, half_rate)
         if bench.wrk:  # the cross-check: the generator whose latency counts from each due time
-            half = write_requests(bench.folder / "half-py.txt", inbound_events(enough))
-            bench.rows[HALF_PYTHON] = python_run(half, port, DURATION_S, half_rate)
-            bench.sustained(HALF_PYTHON, bench.rows[HALF_PYTHON])
-        measure_reports(bench, port, access_key, enough)
+            measure_half_python(bench, base_port, port, half_rate)
     access_lines = log.read_bytes().count(b'"POST /hooks/sandbox')
     if access_lines:
         bench.notes.append(f"`gateway serve` wrote {access_lines} access-log lines (uvicorn's)")
     check_stored(bench)
 
 
-def measure_reports(bench: Bench, port: int, access_key: str, enough: int) -> None:
-    # Reports have run slower than inbound SMS, and dispatch must be over before they start.
-    want = max(1000, min(MAX_TARGETS, int(bench.rows[INBOUND].rps * DURATION_S * 0.6)))
-    messages = -(-want // DESTINATIONS)
+def measure_round(bench: Bench, base_port: int, port: int, report_ids: list[str]) -> None:
+    requests = write_requests(bench.folder / "base.txt", inbound_events(400_000))
+    baseline = bench.record(BASELINE, bench.max_rate(requests, base_port))
+    enough = int(baseline.rps * DURATION_S * 1.3) + 1000  # more than the gateway can take
+    inbound = write_requests(bench.folder / "in.txt", inbound_events(enough))
+    bench.sustained(INBOUND, bench.record(INBOUND, bench.max_rate(inbound, port)))
+    reports = write_requests(bench.folder / "dlr.txt", status_events(enough, report_ids))
+    figures = bench.record(REPORTS, bench.max_rate(reports, port))
+    bench.sustained(REPORTS, figures)
+    if len(bench.rows[REPORTS]) == 1:
+        fresh = min(1.0, len(report_ids) / max(1, figures.requests))
+        bench.notes.append(
+            "status reports: each found its target `sent`"
+            if fresh == 1.0
+            else f"status reports: in the first round {fresh:.0%} found their target `sent`; the "
+            "rest (unique ids too) came for targets already `delivered`"
+        )
+
+
+def measure_half(bench: Bench, base_port: int, port: int, rate: float) -> None:
+    enough = int(rate * DURATION_S * 1.3) + 1000
+    half = write_requests(bench.folder / "half.txt", inbound_events(enough))
+    bench.sustained(HALF, bench.record(HALF, bench.paced(half, port, rate)))
+    half = write_requests(bench.folder / "base-half.txt", inbound_events(enough))
+    bench.record(BASELINE_HALF, bench.paced(half, base_port, rate))
+
+
+def measure_half_python(bench: Bench, base_port: int, port: int, rate: float) -> None:
+    enough = int(rate * DURATION_S * 1.3) + 1000
+    half = write_requests(bench.folder / "half-py.txt", inbound_events(enough))
+    figures = bench.record(HALF_PYTHON, python_run(half, port, DURATION_S, rate))
+    bench.sustained(HALF_PYTHON, figures)
+    half = write_requests(bench.folder / "base-py.txt", inbound_events(enough))
+    bench.record(BASELINE_HALF_PYTHON, python_run(half, base_port, DURATION_S, rate))
+
+
+def send_for_reports(bench: Bench, port: int, access_key: str) -> list[str]:
+    """Messages sent through the API and dispatched to the sandbox: the delivery reports'
+    targets. Dispatch is over before the first run (it would compete with it)."""
+    messages = -(-MAX_TARGETS // DESTINATIONS)
     started = time.monotonic()
     asyncio.run(send_messages(port, access_key, messages))
     ids = carrier_ids(bench.folder / "gateway.db", messages * DESTINATIONS)
@@ -492,16 +520,7 @@ def measure_reports(bench: Bench, port: int, access_key: str, enough: int) -> No
         f"{len(ids)} of {messages * DESTINATIONS} targets `sent` in {took:.1f} s (API + dispatch)"
         + ("" if len(ids) == messages * DESTINATIONS else ": dispatch ran on during the reports")
     )
-    reports = write_requests(bench.folder / "dlr.txt", status_events(enough, ids))
-    bench.rows[REPORTS] = figures = bench.max_rate(reports, port)
-    bench.sustained(REPORTS, figures)
-    fresh = min(1.0, len(ids) / max(1, figures.requests))
-    bench.notes.append(
-        "status reports: each found its target `sent`"
-        if fresh == 1.0
-        else f"status reports: {fresh:.0%} found their target `sent`; the rest (unique ids "
-        "too) came for targets already `delivered`"
-    )
+    return ids
 
 
 def check_stored(bench: Bench) -> None:
@@ -510,10 +529,10 @@ def check_stored(bench: Bench) -> None:
     [(inbound,)] = query(database, "SELECT count(*) FROM messages WHERE direction = 'inbound'")
     [(delivered,)] = query(database, "SELECT count(*) FROM targets WHERE status = 'delivered'")
     [(unrouted,)] = query(database, "SELECT count(*) FROM unrouted_inbound")
-    runs = [bench.warmups[-1], bench.rows[INBOUND], bench.rows[HALF]]
-    runs += [bench.rows[HALF_PYTHON]] if HALF_PYTHON in bench.rows else []
+    runs = [bench.warmups[1], *bench.rows[INBOUND], *bench.rows[HALF]]
+    runs += bench.rows.get(HALF_PYTHON, [])
     answered = sum(f.requests - f.non2xx for f in runs)
-    in_flight = f"; wrk ends with up to {CONNECTIONS} in flight, stored but not counted"
+    in_flight = f"; wrk ends each run with up to {CONNECTIONS} in flight, stored but not counted"
     in_flight = in_flight if bench.wrk else ""
     bench.notes.append(
         f"stored: {inbound} inbound messages for {answered} inbound callbacks answered 2xx "
@@ -521,52 +540,90 @@ def check_stored(bench: Bench) -> None:
     )
 
 
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float], digits: int) -> str:
+    """`median (min-max)` of a figure over the rounds."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def print_table(bench: Bench) -> None:
     rows = bench.rows
-    inbound, reports, half = rows[INBOUND], rows[REPORTS], rows[HALF]
-    base_rps = (rows[BASELINE].rps + rows[BASELINE_AFTER].rps) / 2
-    head = f"{'ingest':<31}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}{'non-2xx':>8}"
+    baselines = [f.rps for f in rows[BASELINE]]
+    base_rps = median(baselines)
+    ratios = {
+        name: [g.rps / b for g, b in zip(rows[name], baselines, strict=True)]
+        for name in (INBOUND, REPORTS)
+    }
+    rounds = len(baselines)
+    print(f"ingest, {rounds} round(s): medians, (min-max) over the rounds")
+    head = f"{'':<31}{'req/s':>19}{'p50 ms':>8}{'p99 ms':>20}{'ratio':>20}{'non-2xx':>8}"
     print(f"{head}{'gen. cpu':>9}")
-    order = [BASELINE, INBOUND, REPORTS, HALF, HALF_PYTHON]
-    order += [BASELINE_AFTER, BASELINE_HALF, BASELINE_HALF_PYTHON]
+    order = [BASELINE, INBOUND, REPORTS, HALF, HALF_PYTHON, BASELINE_HALF, BASELINE_HALF_PYTHON]
     for name in (n for n in order if n in rows):
-        f = rows[name]
-        ratio = f.rps / base_rps
+        runs = rows[name]
+        ratio = ratios.get(name, [f.rps / base_rps for f in runs])
         print(
-            f"{name:<31}{f.rps:>8.0f}{f.p50_ms:>8.2f}{f.p99_ms:>8.2f}{ratio:>7.2f}{f.non2xx:>8}"
-            f"{f.generator_cpu:>9.2f}"
+            f"{name:<31}{spread([f.rps for f in runs], 0):>19}"
+            f"{median([f.p50_ms for f in runs]):>8.2f}{spread([f.p99_ms for f in runs], 2):>20}"
+            f"{spread(ratio, 2):>20}{sum(f.non2xx for f in runs):>8}"
+            f"{median([f.generator_cpu for f in runs]):>9.2f}"
         )
-    print(f"{'ratios against (mean baseline)':<31}{base_rps:>8.0f}")
-    print(f"{'ratio inbound (target >= 0.50)':<31}{inbound.rps / base_rps:>8.2f}")
-    print(f"{'ratio reports (target >= 0.50)':<31}{reports.rps / base_rps:>8.2f}")
-    print(f"{'p99 at half rate (<= 10 ms)':<31}{half.p99_ms:>8.2f}")
-    for name, (run_s, drain_s) in bench.drained.items():
-        f = rows[name]
-        sustained = f.requests / (run_s + drain_s)
+    print(f"{'baseline per round':<31}{', '.join(f'{b:.0f}' for b in baselines)}")
+    print_targets(bench, ratios)
+    print_sustained(bench, base_rps)
+    print_notes(bench)
+
+
+def print_targets(bench: Bench, ratios: dict[str, list[float]]) -> None:
+    for name, target in ((INBOUND, "inbound"), (REPORTS, "reports")):
+        each = ", ".join(f"{r:.2f}" for r in ratios[name])
+        label = f"ratio {target} (target >= 0.50)"
+        print(f"{label:<31}{median(ratios[name]):>8.2f}  rounds: {each}")
+    half_p99 = [f.p99_ms for f in bench.rows[HALF]]
+    each = ", ".join(f"{p:.2f}" for p in half_p99)
+    print(f"{'p99 at half rate (<= 10 ms)':<31}{median(half_p99):>8.2f}  rounds: {each}")
+
+
+def print_sustained(bench: Bench, base_rps: float) -> None:
+    for name, runs in bench.drained.items():
+        answered = sum(f.requests for f in bench.rows[name])
+        took_s = sum(run_s + drain_s for run_s, drain_s in runs)
+        drains = ", ".join(f"{drain_s:.1f}" for _, drain_s in runs)
         print(
-            f"{name}: normalised {sustained:.0f}/s over run + drain ({run_s:.1f} s + "
-            f"{drain_s:.1f} s), {sustained / base_rps:.2f} of the baseline"
+            f"{name}: normalised {answered / took_s:.0f}/s over runs + drains (drains {drains} "
+            f"s), {answered / took_s / base_rps:.2f} of the baseline"
         )
+
+
+def print_notes(bench: Bench) -> None:
+    rows = bench.rows
+    half_rate = rows[HALF][0].rps
     if bench.wrk:
         print(
             f"max rates: wrk -t1, {CONNECTIONS} connections, closed loop; half rate "
-            f"({inbound.rps / 2:.0f}/s): wrk paced open loop, timed from each write, then the "
-            f"Python generator, timed from each due time; {DURATION_S:g} s runs"
+            f"(about {half_rate:.0f}/s): wrk paced open loop, timed from each write, then once "
+            f"the Python generator, timed from each due time; {DURATION_S:g} s runs"
         )
     else:
         print(
             f"the Python generator: max rates closed loop, {CONNECTIONS} connections; half rate "
-            f"open loop at {inbound.rps / 2:.0f}/s, timed from each due time; {DURATION_S:g} s runs"
+            f"open loop at about {half_rate:.0f}/s, timed from each due time; {DURATION_S:g} s runs"
         )
     print("gen. cpu: the load generator's CPU time over the run's (cores; Python's start-up too)")
     for name in (HALF, BASELINE_HALF):
-        f = rows[name]
-        if f.late > f.requests / 100:
+        late = sum(f.late for f in rows[name])
+        if late > sum(f.requests for f in rows[name]) / 100:
             bench.notes.append(
-                f"{name}: {f.late} requests went out over 1 ms late (every connection busy); "
+                f"{name}: {late} requests went out over 1 ms late (every connection busy); "
                 "wrk times from the write, so its p99 understates: see the Python row"
             )
-    for name, f in [*rows.items(), *(("warm-up", w) for w in bench.warmups)]:
+    every = [(name, f) for name, runs in rows.items() for f in runs]
+    for name, f in [*every, *(("warm-up", w) for w in bench.warmups)]:
         if f.requests > f.prepared:
             bench.notes.append(f"{name}: {f.requests - f.prepared} requests reused an id")
         if f.non2xx or f.errors:
@@ -578,7 +635,12 @@ def print_table(bench: Bench) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Carrier-callback ingest benchmark.")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help=f"runs of each kind (default {ROUNDS})"
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))  # `bench` importable here and in the generator's process
     started = time.monotonic()
@@ -589,8 +651,7 @@ def main() -> None:
         print("wrk is not available: using the Python load generator", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as name:
         bench = Bench(wrk, Path(name))
-        measure_gateway(bench, measure_baseline(bench))
-        measure_baseline_after(bench, bench.rows[INBOUND].rps / 2)
+        measure(bench, args.rounds)
         print_table(bench)
     print(f"took {time.monotonic() - started:.0f} s")
 
