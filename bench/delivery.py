@@ -5,20 +5,24 @@ Starts a receiver (uvicorn, another process) on 127.0.0.1, then posts the same b
 2. the gateway: events queued in a fresh SQLite outbox and drained by its running workers
    (signing, address guard, attempt log, one commit per attempt), with the garbage-collector
    settings of `gateway serve`.
-The ceiling runs before and after the gateway, and the ratio is against the mean of the two
-(this machine's speed drifts within a run). Prints events/s and the ratio.
-Run: `make bench` (or `.venv/bin/python bench/delivery.py`).
+Each run is one to three seconds, and this machine's speed drifts by a fifth or more within a
+minute, so the runs come in rounds (five by default): the ceiling, the gateway, the ceiling
+again, and each round's ratio is the gateway's rate over the mean of its two ceilings. Prints the
+medians and ranges of the rates, the median ratio and each round's.
+Run: `make bench` (or `.venv/bin/python bench/delivery.py [--rounds N]`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import uvloop
@@ -34,9 +38,10 @@ from gateway.signing import generate_webhook_secret
 if __package__ in (None, ""):  # run as a script: the repository root makes `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_port
+from bench.common import free_port, server
 
 EVENTS = 10_000
+ROUNDS = 5  # one round's ratio against the next has differed by a quarter here
 IN_FLIGHT = WebhooksConfig().concurrency  # the default, for the plain client too
 
 
@@ -88,36 +93,66 @@ async def gateway_rate(url: str, folder: Path) -> tuple[float, bytes]:
     return rate, body
 
 
-async def measure(url: str) -> tuple[float, float, float]:
-    """The ceiling before and after the gateway (this machine's speed drifts within a run),
-    and the gateway's rate between them."""
+class Round(NamedTuple):
+    before: float  # the ceiling, events/s
+    gateway: float
+    after: float
+
+    @property
+    def ratio(self) -> float:
+        return self.gateway / ((self.before + self.after) / 2)
+
+
+async def measure(url: str, rounds: int) -> list[Round]:
+    """Rounds of the ceiling, the gateway and the ceiling again, each gateway run on a fresh
+    database."""
     now = format_time(SystemClock().now())
     body = events.event_body(EventType.MESSAGE_CREATED, sample(str(uuid.uuid4()), now))
-    before = await ceiling(url, body)
-    with tempfile.TemporaryDirectory() as folder:
-        gateway, _ = await gateway_rate(url, Path(folder))
-    return before, gateway, await ceiling(url, body)
+    measured = []
+    for _ in range(rounds):
+        before = await ceiling(url, body)
+        with tempfile.TemporaryDirectory() as folder:
+            gateway, _ = await gateway_rate(url, Path(folder))
+        measured.append(Round(before, gateway, await ceiling(url, body)))
+    return measured
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
+
+
+def print_table(measured: list[Round]) -> None:
+    ceilings = [r.before for r in measured] + [r.after for r in measured]
+    ratios = [r.ratio for r in measured]
+    print(f"delivery (events/s), {len(measured)} round(s): medians, (min-max) over the rounds")
+    print(f"{'aiohttp ceiling':<28}{spread(ceilings):>22}")
+    print(f"{'gateway deliverer':<28}{spread([r.gateway for r in measured]):>22}")
+    print(
+        f"{'ratio to the round ceiling':<28}{statistics.median(ratios):>22.2f}   (target >= 0.40)"
+    )
+    print(f"{'ratio per round':<28}{', '.join(f'{ratio:.2f}' for ratio in ratios):>22}")
+    print(
+        f"{EVENTS} message_created events to one endpoint, {IN_FLIGHT} in flight on both sides; "
+        "each round's ceiling the mean of the runs before and after its gateway run."
+    )
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Webhook delivery benchmark.")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"default {ROUNDS}")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     port = free_port()
-    receiver = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-        [sys.executable, "-m", "uvicorn", "bench.receiver:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-    )  # fmt: skip
-    try:
-        time.sleep(1.5)
+    argv = [sys.executable, "-m", "uvicorn", "bench.receiver:app", "--port", str(port),
+            "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-delivery-") as name, \
+            server(argv, port, Path(name) / "receiver.log"):  # fmt: skip
         uvloop.install()
-        before, gateway, after = asyncio.run(measure(f"http://127.0.0.1:{port}/hook"))
-    finally:
-        receiver.terminate()
-        receiver.wait()
-    raw = (before + after) / 2
-    print(f"{'delivery (events/s)':<28}{'value':>10}")
-    print(f"{'aiohttp ceiling, before':<28}{before:>10.0f}")
-    print(f"{'gateway deliverer':<28}{gateway:>10.0f}")
-    print(f"{'aiohttp ceiling, after':<28}{after:>10.0f}")
-    print(f"{'ratio to the mean ceiling':<28}{gateway / raw:>10.2f}   (target >= 0.40)")
+        measured = asyncio.run(measure(f"http://127.0.0.1:{port}/hook", args.rounds))
+    print_table(measured)
+    print(f"took {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":
