@@ -191,6 +191,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="run the phases this often")
     parser.add_argument("--dead-backlog", type=int, default=DEAD_BACKLOG, metavar="N")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     receiver_port, hole_port, refused_port = free_port(), free_port(), free_port()
     uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
     started = time.monotonic()
