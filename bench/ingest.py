@@ -501,9 +501,11 @@ def measure_half_python(bench: Bench, base_port: int, port: int, rate: float) ->
     enough = int(rate * DURATION_S * 1.3) + 1000
     half = write_requests(bench.folder / "half-py.txt", inbound_events(enough))
     figures = bench.record(HALF_PYTHON, python_run(half, port, DURATION_S, rate))
+    half.unlink()
     bench.sustained(HALF_PYTHON, figures)
     half = write_requests(bench.folder / "base-py.txt", inbound_events(enough))
     bench.record(BASELINE_HALF_PYTHON, python_run(half, base_port, DURATION_S, rate))
+    half.unlink()
 
 
 def send_for_reports(bench: Bench, port: int, access_key: str) -> list[str]:
