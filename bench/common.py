@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -72,3 +73,11 @@ def allow_local_webhooks(config: Path) -> Path:
     customer endpoints on this machine pass the address guard."""
     config.write_text(config.read_text() + '\n[webhooks]\nallowed_networks = ["127.0.0.0/8"]\n')
     return config
+
+
+def spread(values: list[float], digits: int = 0) -> str:
+    """`median (min-max)` of a figure over a benchmark's rounds; one value alone as it is."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    low, high = min(values), max(values)
+    return f"{statistics.median(values):.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"

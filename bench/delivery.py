@@ -38,7 +38,7 @@ from gateway.signing import generate_webhook_secret
 if __package__ in (None, ""):  # run as a script: the repository root makes `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_port, server
+from bench.common import free_port, server, spread
 
 EVENTS = 10_000
 ROUNDS = 5  # one round's ratio against the next has differed by a quarter here
@@ -116,10 +116,6 @@ async def measure(url: str, rounds: int) -> list[Round]:
             gateway, _ = await gateway_rate(url, Path(folder))
         measured.append(Round(before, gateway, await ceiling(url, body)))
     return measured
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
 
 
 def print_table(measured: list[Round]) -> None:

@@ -54,7 +54,7 @@ from gateway.carriers.sandbox import InboundEvent, StatusEvent, signed_callback
 if __package__ in (None, ""):  # run as a script: the repository root makes `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, free_port, gateway_cli, query, server
+from bench.common import ROOT, free_port, gateway_cli, query, server, spread
 
 HOOK = "/hooks/sandbox"
 SECRET = "bench-sandbox-secret"  # noqa: S105 - a throwaway config's secret
@@ -459,7 +459,7 @@ def measure(bench: Bench, rounds: int) -> None:
         report_ids = send_for_reports(bench, port, access_key)
         for _ in range(rounds):
             measure_round(bench, base_port, port, report_ids)
-        half_rate = median([f.rps for f in bench.rows[INBOUND]]) / 2
+        half_rate = statistics.median([f.rps for f in bench.rows[INBOUND]]) / 2
         for _ in range(rounds):
             measure_half(bench, base_port, port, half_rate)
         if bench.wrk:  # the cross-check: the generator whose latency counts from each due time
@@ -542,21 +542,10 @@ def check_stored(bench: Bench) -> None:
     )
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def spread(values: list[float], digits: int) -> str:
-    """`median (min-max)` of a figure over the rounds."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
-
-
 def print_table(bench: Bench) -> None:
     rows = bench.rows
     baselines = [f.rps for f in rows[BASELINE]]
-    base_rps = median(baselines)
+    base_rps = statistics.median(baselines)
     ratios = {
         name: [g.rps / b for g, b in zip(rows[name], baselines, strict=True)]
         for name in (INBOUND, REPORTS)
@@ -571,9 +560,10 @@ def print_table(bench: Bench) -> None:
         ratio = ratios.get(name, [f.rps / base_rps for f in runs])
         print(
             f"{name:<31}{spread([f.rps for f in runs], 0):>19}"
-            f"{median([f.p50_ms for f in runs]):>8.2f}{spread([f.p99_ms for f in runs], 2):>20}"
+            f"{statistics.median([f.p50_ms for f in runs]):>8.2f}"
+            f"{spread([f.p99_ms for f in runs], 2):>20}"
             f"{spread(ratio, 2):>20}{sum(f.non2xx for f in runs):>8}"
-            f"{median([f.generator_cpu for f in runs]):>9.2f}"
+            f"{statistics.median([f.generator_cpu for f in runs]):>9.2f}"
         )
     print(f"{'baseline per round':<31}{', '.join(f'{b:.0f}' for b in baselines)}")
     print_targets(bench, ratios)
@@ -585,10 +575,10 @@ def print_targets(bench: Bench, ratios: dict[str, list[float]]) -> None:
     for name, target in ((INBOUND, "inbound"), (REPORTS, "reports")):
         each = ", ".join(f"{r:.2f}" for r in ratios[name])
         label = f"ratio {target} (target >= 0.50)"
-        print(f"{label:<31}{median(ratios[name]):>8.2f}  rounds: {each}")
+        print(f"{label:<31}{statistics.median(ratios[name]):>8.2f}  rounds: {each}")
     half_p99 = [f.p99_ms for f in bench.rows[HALF]]
     each = ", ".join(f"{p:.2f}" for p in half_p99)
-    print(f"{'p99 at half rate (<= 10 ms)':<31}{median(half_p99):>8.2f}  rounds: {each}")
+    print(f"{'p99 at half rate (<= 10 ms)':<31}{statistics.median(half_p99):>8.2f}  rounds: {each}")
 
 
 def print_sustained(bench: Bench, base_rps: float) -> None:
