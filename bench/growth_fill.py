@@ -29,6 +29,7 @@ import msgspec
 from bench.ingest import OWNED  # the big customer's number
 from gateway import events
 from gateway.clock import NEVER
+from gateway.ids import new_message_id
 from gateway.models import Address, Direction, EventType, Message, Target, TargetStatus
 from gateway.signing import generate_webhook_secret
 
@@ -90,7 +91,9 @@ class Made:
 def make_message(i: int, owner: str, start_s: int, rng: random.Random) -> Made:
     """The i-th message, created in the i-th second after `start_s`."""
     second = start_s + i
-    created = time_text(second, rng.randrange(900_000))
+    micros = rng.randrange(900_000)
+    created = time_text(second, micros)
+    message_id = new_message_id((second * 1_000_000 + micros) * 1000)  # as the gateway numbers it
     done, attempted = time_text(second, 950_000), time_text(second, 970_000)
     key = uuid.uuid4()
     other = Address("tel", f"+1666{rng.randrange(10**7):07d}")
@@ -100,13 +103,12 @@ def make_message(i: int, owner: str, start_s: int, rng: random.Random) -> Made:
             Address("tel", OWNED), TargetStatus.RECEIVED, 1, created, "sandbox", "received"
         )
         inbound = Message(
-            str(key), owner, "sms", other, (target,), text, Direction.INBOUND, created
+            message_id, owner, "sms", other, (target,), text, Direction.INBOUND, created
         )
         return Made(inbound, inbound, f"sbx_in_{key.hex}", f"sbx_in_{key.hex}", None, attempted)
     target = Target(other, TargetStatus.QUEUED, 1, carrier="sandbox")
-    sent = Message(
-        str(key), owner, "sms", Address("tel", OWNED), (target,), text, Direction.OUTBOUND, created
-    )
+    source = Address("tel", OWNED)
+    sent = Message(message_id, owner, "sms", source, (target,), text, Direction.OUTBOUND, created)
     delivered = Target(other, TargetStatus.DELIVERED, 1, done, "sandbox", "delivered")
     stored = msgspec.structs.replace(sent, targets=(delivered,), tm_update=done)
     deadline = time_text(second + 60, int(created[-6:]))

@@ -4,8 +4,8 @@ Each report run needs a target still `sent` for every report it may answer (abou
 10 s), or most reports find theirs `delivered` already and take the no-op path. Sending that many
 through the API and the sandbox takes minutes (about 700 a second here), so the benchmark sends a
 few for real and copies one of them, row for row, in every table that holds a row of it, with a
-new message id and carrier id. What the copies leave out (columns, tables) is whatever the real
-one did, so the reports find what they would after a real send.
+new message id (made as the gateway makes them) and carrier id. What the copies hold (columns,
+tables) is whatever the real one did, so the reports find what they would after a real send.
 
 The copies go in while the gateway runs (idle between runs), under its own writer lock and in its
 WAL mode, as one of its processes would write; the WAL is then checkpointed, so the report run
@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from gateway.ids import new_message_id
 from gateway.store.sqlite import WriterLock
 
 # Where a sent message has rows, and the column naming it there.
@@ -91,7 +92,7 @@ def copy_sent(database: Path, message_id: str, count: int) -> list[str]:
             for first in range(0, count, CHUNK):
                 rows: dict[str, list[tuple[object, ...]]] = {table: [] for table in inserts}
                 for carrier_id in carrier_ids[first : first + CHUNK]:
-                    for table, copied in template.copy(str(uuid.uuid4()), carrier_id).items():
+                    for table, copied in template.copy(new_message_id(), carrier_id).items():
                         rows[table] += copied
                 lock.acquire()
                 try:

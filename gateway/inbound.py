@@ -3,12 +3,12 @@ SMS are kept until all have come (or the wait runs out), then joined in order.""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 
 from gateway import events, segments
 from gateway.carriers.base import InboundSms
 from gateway.changes import Outcome
+from gateway.ids import new_message_id
 from gateway.models import Address, Direction, EventType, Message, Target, TargetStatus
 from gateway.store import InboundPart, TargetRef, Tx
 
@@ -82,7 +82,7 @@ async def _create(
         carrier_status="received",
     )
     message = Message(
-        id=str(uuid.uuid4()),
+        id=new_message_id(),
         customer_id=number.customer_id,
         type="sms",
         source=Address("tel", sms.source),

@@ -14,6 +14,7 @@ from gateway.clock import NEVER, Clock, format_time, later, parse_time
 from gateway.config import Config
 from gateway.errors import AlreadyExists, InvalidArgument, NotFound
 from gateway.group_commit import GroupTransactor
+from gateway.ids import new_message_id
 from gateway.models import (
     Address,
     Direction,
@@ -270,7 +271,7 @@ def _new_outbound(
         for d in destinations
     )
     return Message(
-        id=str(uuid.uuid4()),
+        id=new_message_id(),
         customer_id=customer_id,
         type="sms",
         source=source,
