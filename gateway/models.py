@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -64,8 +64,15 @@ class Target(msgspec.Struct, frozen=True):
     error_code: str = ""
 
 
+# The spec's UUIDv4, made by gateway/ids.py: its first 48 bits are the creation millisecond.
+MESSAGE_ID_DESCRIPTION = (
+    "UUIDv4 text (version 4, RFC variant, lower case) whose first 48 bits are the creation "
+    "time in Unix milliseconds, as COMB GUIDs do; the other 74 bits are random"
+)
+
+
 class Message(msgspec.Struct, frozen=True):
-    id: str
+    id: Annotated[str, msgspec.Meta(description=MESSAGE_ID_DESCRIPTION)]
     customer_id: str
     type: Literal["sms"]
     source: Address

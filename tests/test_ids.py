@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from gateway.ids import new_message_id
-from tests.conftest import ServerFactory
+from tests.conftest import GatewayServer, ServerFactory
 from tests.test_sandbox_flow import all_messages, inbound, post_callback
 
 MS = 1_000_000  # ns
@@ -55,3 +55,10 @@ async def test_messages_sent_and_received_are_numbered_in_creation_order(
     assert len(ids) == 3
     assert ids == sorted(ids)
     assert sent[-1] < ids[0]
+
+
+async def test_the_openapi_document_says_how_ids_are_made(gateway_server: GatewayServer) -> None:
+    spec = (await gateway_server.client.get("/openapi.json")).json()
+    described = spec["components"]["schemas"]["Message"]["properties"]["id"]["description"]
+    assert "UUIDv4" in described
+    assert "first 48 bits are the creation time in Unix milliseconds" in described
