@@ -3,8 +3,8 @@
 Starts a receiver (uvicorn, another process) on 127.0.0.1, then posts the same bodies to it:
 1. the ceiling: a plain aiohttp client, as many requests in flight as the gateway's default,
    twice over: with Python's own garbage-collector settings (a plain client), and with those
-   `gateway serve` sets (gateway/gc_tuning.py), with which aiohttp itself posted 28 % more a
-   second here (11.2k against 8.7k): the stricter ceiling;
+   `gateway serve` sets (gateway/gc_tuning.py), with which aiohttp itself posted 26-28 % more a
+   second here: the stricter ceiling;
 2. the gateway: events queued in a fresh SQLite outbox and drained by its running workers
    (signing, address guard, attempt log, one commit per attempt), with the collector settings
    of `gateway serve`.
@@ -76,7 +76,10 @@ async def ceiling(url: str, body: bytes) -> float:
 @contextmanager
 def serving_gc() -> Iterator[None]:
     """The collector as `gateway serve` sets it once started, then as it was: the ceiling runs
-    after it must not inherit a raised threshold, nor a freeze of this run's leftovers."""
+    after it must not inherit a raised threshold, nor a freeze of this run's leftovers. (The
+    way back unfreezes everything, so nothing may be frozen before.)"""
+    if gc.get_freeze_count():
+        raise RuntimeError("objects were frozen before serving_gc(): it would thaw them")
     threshold = gc.get_threshold()
     tune_for_serving()
     try:

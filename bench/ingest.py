@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import resource
 import shutil
 import statistics
@@ -493,10 +494,13 @@ def measure_round(bench: Bench, base_port: int, port: int, template: str) -> Non
 
 
 def fresh_targets(bench: Bench, template: str, count: int) -> list[str]:
-    """`count` targets `sent` (copies of the template's), for this round's reports alone."""
+    """`count` targets `sent` (copies of the template's), for this round's reports alone, in an
+    order of their own: in the order made, each report would find its target next to the last
+    one's (a best case; carriers report out of order)."""
     started = time.monotonic()
     carrier_ids = copy_sent(bench.folder / "gateway.db", template, count)
     bench.copy_s.append(time.monotonic() - started)
+    random.shuffle(carrier_ids)
     return carrier_ids
 
 

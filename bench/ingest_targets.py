@@ -8,8 +8,8 @@ new message id (made as the gateway makes them) and carrier id. What the copies 
 tables) is whatever the real one did, so the reports find what they would after a real send.
 
 The copies go in while the gateway runs (idle between runs), under its own writer lock and in its
-WAL mode, as one of its processes would write; the WAL is then checkpointed, so the report run
-does not pay for copying it.
+WAL mode, as one of its processes would write; the WAL is then checkpointed (RESTART, under the
+lock), so the report run does not pay for copying it.
 """
 
 from __future__ import annotations
@@ -17,21 +17,21 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from gateway.ids import new_message_id
 from gateway.store.sqlite import WriterLock
 
-# Where a sent message has rows, and the column naming it there.
-BY_MESSAGE = {
-    "messages": "id",
-    "targets": "message_id",
-    "carrier_refs": "message_id",
+# Where a sent message with one target of one part has a row (one each), and the column naming
+# it there: the carrier's id is swapped by value, so a template with more ids is refused.
+BY_MESSAGE = {"messages": "id", "targets": "message_id", "carrier_refs": "message_id"}
+# Where a row would mean the copies differ from a real send: parts, a webhook event, a key.
+MUST_BE_EMPTY = {
     "target_parts": "message_id",
+    "outbox": "message_id",
+    "idempotency_keys": "message_id",
 }
-# Where one would mean the copies differ from a real send: a webhook event, an idempotency key.
-MUST_BE_EMPTY = {"outbox": "message_id", "idempotency_keys": "message_id"}
 CHUNK = 20_000  # copies per transaction
 
 
@@ -45,6 +45,8 @@ class Template:
             cursor = db.execute(f"SELECT * FROM {table} WHERE {column} = ?", (message_id,))  # noqa: S608
             names = [d[0] for d in cursor.description]
             self.rows[table] = (names, cursor.fetchall())
+            if len(self.rows[table][1]) != 1:
+                raise RuntimeError(f"the template message has {len(self.rows[table][1])} {table}")
         for table, column in MUST_BE_EMPTY.items():
             found = db.execute(f"SELECT count(*) FROM {table} WHERE {column} = ?", (message_id,))  # noqa: S608
             if found.fetchone()[0]:
@@ -77,6 +79,39 @@ def _writing(database: Path) -> Iterator[sqlite3.Connection]:
         yield db
 
 
+def _insert(
+    db: sqlite3.Connection,
+    lock: WriterLock,
+    inserts: Mapping[str, str],
+    rows: Mapping[str, Sequence[tuple[object, ...]]],
+) -> None:
+    """One transaction, under the gateway's writer lock."""
+    lock.acquire()
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, sql in inserts.items():
+                db.executemany(sql, rows[table])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        lock.release()
+
+
+def _checkpoint(db: sqlite3.Connection, lock: WriterLock) -> None:
+    """The WAL into the database file; the next writer starts it over (not truncated: the
+    report run would pay to grow the file again)."""
+    lock.acquire()
+    try:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+    finally:
+        lock.release()
+    if busy:
+        raise RuntimeError("the WAL could not be checkpointed after copying: a reader held it")
+
+
 def copy_sent(database: Path, message_id: str, count: int) -> list[str]:
     """`count` copies of the sent message `message_id`; their carrier message ids."""
     lock = WriterLock(database.with_name(database.name + ".lock"))
@@ -94,15 +129,8 @@ def copy_sent(database: Path, message_id: str, count: int) -> list[str]:
                 for carrier_id in carrier_ids[first : first + CHUNK]:
                     for table, copied in template.copy(new_message_id(), carrier_id).items():
                         rows[table] += copied
-                lock.acquire()
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                    for table, sql in inserts.items():
-                        db.executemany(sql, rows[table])
-                    db.execute("COMMIT")
-                finally:
-                    lock.release()
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                _insert(db, lock, inserts, rows)
+            _checkpoint(db, lock)
         return carrier_ids
     finally:
         lock.close()
