@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import sys
 import tempfile
@@ -54,6 +55,8 @@ DEFAULTS = WebhooksConfig()
 HEALTHY = DEFAULTS.concurrency // DEFAULTS.per_endpoint_concurrency
 
 ONLY = f"{HEALTHY} healthy endpoints only"
+# The deliverer's warning when its circuit breaker pauses an endpoint (gateway/webhooks.py).
+PAUSED = "webhook endpoint of customer %s failed %d attempts in a row: paused for %g s"
 SILENT = "+ 1 that never answers"
 REFUSING = "+ 1 that refuses connections"
 
@@ -186,6 +189,30 @@ def print_table(results: dict[str, list[PhaseResult]], args: argparse.Namespace)
     )
 
 
+class BreakerPauses(logging.Handler):
+    """Counts the deliverer's circuit-breaker warnings, which would otherwise come between the
+    lines of the table (the dead endpoint is paused several times a phase, by design); any
+    other warning is printed as usual."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == PAUSED:
+            self.count += 1
+        else:
+            print(self.format(record), file=sys.stderr)
+
+    @classmethod
+    def install(cls) -> BreakerPauses:
+        handler = cls()
+        webhooks_log = logging.getLogger("gateway.webhooks")
+        webhooks_log.addHandler(handler)
+        webhooks_log.propagate = False
+        return handler
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Webhook isolation benchmark.")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="run the phases this often")
@@ -196,6 +223,7 @@ def main() -> None:
     receiver_port, hole_port, refused_port = free_port(), free_port(), free_port()
     uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
     started = time.monotonic()
+    pauses = BreakerPauses.install()
     with tempfile.TemporaryDirectory(prefix="bench-isolation-") as name:
         folder = Path(name)
         receiver = [*uvicorn, "bench.receiver:app", "--port", str(receiver_port)]
@@ -210,6 +238,7 @@ def main() -> None:
             receiver_url = f"http://127.0.0.1:{receiver_port}/hook"
             results = uvloop.run(measure(folder, receiver_url, dead_urls, args))
     print_table(results, args)
+    print(f"circuit-breaker pauses of the dead endpoint, all rounds together: {pauses.count}")
     print(f"took {time.monotonic() - started:.0f} s")
 
 
