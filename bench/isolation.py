@@ -37,6 +37,7 @@ from gateway.config import Config, WebhooksConfig, config_from_mapping
 from gateway.models import Customer, EventType
 from gateway.runtime import Gateway
 from gateway.signing import generate_webhook_secret
+from gateway.webhooks import BREAKER_PAUSED
 
 if __package__ in (None, ""):  # run as a script: the repository root makes `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -55,8 +56,6 @@ DEFAULTS = WebhooksConfig()
 HEALTHY = DEFAULTS.concurrency // DEFAULTS.per_endpoint_concurrency
 
 ONLY = f"{HEALTHY} healthy endpoints only"
-# The deliverer's warning when its circuit breaker pauses an endpoint (gateway/webhooks.py).
-PAUSED = "webhook endpoint of customer %s failed %d attempts in a row: paused for %g s"
 SILENT = "+ 1 that never answers"
 REFUSING = "+ 1 that refuses connections"
 
@@ -199,7 +198,7 @@ class BreakerPauses(logging.Handler):
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == PAUSED:
+        if record.msg == BREAKER_PAUSED:
             self.count += 1
         else:
             print(self.format(record), file=sys.stderr)

@@ -26,6 +26,8 @@ from gateway.workers import Wakeup
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_S = 30.0
+# Logged when an endpoint's circuit breaker opens (bench/isolation.py counts these).
+BREAKER_PAUSED = "webhook endpoint of customer %s failed %d attempts in a row: paused for %g s"
 
 
 class WebhookDeliverer:
@@ -157,10 +159,8 @@ class WebhookDeliverer:
         if answer.tells_of_endpoint and self._breakers.record(
             event.customer_id, answer.succeeded, self._clock.now()
         ):
-            log.warning(
-                "webhook endpoint of customer %s failed %d attempts in a row: paused for %g s",
-                event.customer_id, self._config.breaker_failures, self._config.breaker_cooldown_s,
-            )  # fmt: skip
+            failures, cooldown_s = self._config.breaker_failures, self._config.breaker_cooldown_s
+            log.warning(BREAKER_PAUSED, event.customer_id, failures, cooldown_s)
         state, next_attempt_at = self._next_state(event, answer)
         health = self._health(customer, answer, attempt.tm_attempt)
         outcome = AttemptOutcome(attempt, event.requeues, state, next_attempt_at, health)
